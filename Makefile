@@ -1,0 +1,32 @@
+# `make demo`: the main job end to end on ML-100K. `make test`: the test suite.
+# Both create (or refresh, when the requirements change) the virtual environment in .venv first.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+export ATNN_DATA_DIR ?= $(abspath ../shared/datasets)
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME ?= $(abspath var/prefect)
+
+.PHONY: venv demo test clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: this pin takes the CPU wheel from the machine's disk, not a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/atnn demo
+
+test: venv
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf var onnx/atnn-*

@@ -1,0 +1,143 @@
+"""The `atnn` command: run the pipeline's flows, rank a day, query the warehouse."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from atnn.config import PROJECT_ROOT, load_settings
+
+
+def _prefect_env(home: Path) -> None:
+    """Prefect needs no internet and keeps its state with the project unless told otherwise."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default=None, help="dataset / spec name (default: ATNN_DATASET or ml-100k)")
+    parser.add_argument("--profile", default=None, help="config profile: default or test")
+    parser.add_argument("--home", default=None, help="working state directory (default: ATNN_HOME or var/)")
+
+
+def _print_top(db: Path, ds: str) -> None:
+    from atnn.warehouse import read_sql
+
+    top = read_sql(
+        db,
+        "SELECT rank, item_id, round(score, 4) AS score, title, category FROM rankings WHERE ds = ? ORDER BY rank LIMIT 10",
+        [ds],
+    )
+    print(f"\nTop 10 new arrivals of {ds}:")
+    print(top.to_string(index=False) if len(top) else "(no new arrivals that day)")
+    rel = os.path.relpath(db, Path.cwd())
+    print("\nSee them with SQL:")
+    print(f'  .venv/bin/duckdb {rel} "SELECT ds, count(*) FROM rankings GROUP BY ds"')
+    print(f"  .venv/bin/duckdb {rel} \"SELECT rank, title, score FROM rankings WHERE ds = '{ds}' ORDER BY rank LIMIT 10\"")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = load_settings(profile=args.profile, dataset=args.dataset, home=args.home, data_dir=args.data_dir)
+    _prefect_env(settings.paths.home)
+    from flows.demo import demo
+
+    result = demo(
+        dataset=settings.dataset, date=args.date, profile=settings.profile, home=str(settings.paths.home),
+        data_dir=str(settings.paths.data_dir) if settings.paths.data_dir else None,
+    )
+    train = result["train"]
+    print(
+        f"\nModel {train['model_name']} {train['version']}: validation AUC (generator, held-out warm items) "
+        f"{train['validation_auc_generator']:.4f}; ONNX vs torch max |diff| {train['onnx_max_abs_diff']:.1e}"
+    )
+    _print_top(settings.paths.db, result["rank"]["ds"])
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    settings = load_settings(profile=args.profile, dataset=args.dataset, home=args.home, data_dir=args.data_dir)
+    _prefect_env(settings.paths.home)
+    from flows.ingest import ingest
+
+    report = ingest(dataset=settings.dataset, profile=settings.profile, home=str(settings.paths.home),
+                    data_dir=str(settings.paths.data_dir) if settings.paths.data_dir else None)
+    print(json.dumps(report["counts"], indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    settings = load_settings(profile=args.profile, dataset=args.dataset, home=args.home)
+    _prefect_env(settings.paths.home)
+    from flows.train import train
+
+    report = train(dataset=settings.dataset, as_of=args.as_of, profile=settings.profile, home=str(settings.paths.home))
+    print(json.dumps({k: report[k] for k in ("version", "validation_auc_generator", "onnx_path", "promoted")}, indent=2))
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    settings = load_settings(profile=args.profile, dataset=args.dataset, home=args.home)
+    _prefect_env(settings.paths.home)
+    from flows.daily_rank import daily_rank
+
+    report = daily_rank(date=args.date, dataset=settings.dataset, profile=settings.profile, home=str(settings.paths.home))
+    print(f"{report['ds']}: {report['ranked']} ranked, {report['skipped']} skipped, model {report['model_version']}")
+    _print_top(settings.paths.db, report["ds"])
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from atnn.warehouse import read_sql
+
+    settings = load_settings(home=args.home)
+    print(read_sql(settings.paths.db, args.query).to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atnn", description="New-arrival popularity ranking with ATNN")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="ingest, train and rank one day on a real dataset, then show the top 10")
+    _common(p)
+    p.add_argument("--data-dir", default=None, help="raw datasets directory (default: ATNN_DATA_DIR)")
+    p.add_argument("--date", default=None, help="day to rank, YYYY-MM-DD (default: the busiest arrival day)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ingest", help="validate raw files into canonical tables; apply and materialize Feast")
+    _common(p)
+    p.add_argument("--data-dir", default=None, help="raw datasets directory (default: ATNN_DATA_DIR)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("train", help="train ATNN on what was known before --as-of and export it to ONNX")
+    _common(p)
+    p.add_argument("--as-of", default=None, help="training cut-off, YYYY-MM-DD[THH:MM] (default: now)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("rank", help="rank one day's new arrivals into DuckDB")
+    _common(p)
+    p.add_argument("--date", required=True, help="YYYY-MM-DD")
+    p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("sql", help="run a read-only SQL query on the warehouse")
+    p.add_argument("query")
+    p.add_argument("--home", default=None)
+    p.set_defaults(func=cmd_sql)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Scoring new arrivals with the exported ONNX model, and writing a ranked day to DuckDB."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from atnn.encoding import FeatureEncoder
+from atnn.spec import DatasetSpec
+from atnn.warehouse import ensure_schema, session
+
+
+class SchemaMismatch(ValueError):
+    """The model was trained on another feature schema than the one in use now."""
+
+
+@dataclass
+class Ranked:
+    """One day's ranking: scored items in rank order, and the items skipped with their reason."""
+
+    ds: date
+    model_version: str
+    ranked: pd.DataFrame
+    skipped: pd.DataFrame
+
+
+class OnnxScorer:
+    """The exported generator + popularity head, with the vocabulary it was trained with."""
+
+    def __init__(self, model_dir: Path, *, threads: int = 0):
+        import onnxruntime as ort
+
+        self.model_dir = Path(model_dir)
+        metadata_path = self.model_dir / "metadata.json"
+        if not metadata_path.is_file():
+            raise FileNotFoundError(f"{metadata_path}: no exported model here; run `atnn train` first")
+        self.metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+        self.encoder = FeatureEncoder.from_dict(self.metadata["vocab"])
+        self.input_names = [i["name"] for i in self.metadata["inputs"]]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+    def check_compatible(self, spec: DatasetSpec) -> None:
+        """Stop with both versions named when the model's feature schema is not the current one."""
+        current = spec.schema_hash()
+        trained = self.metadata["spec_hash"]
+        if current != trained:
+            raise SchemaMismatch(
+                f"model {self.metadata['model_name']} {self.version} was trained on feature schema {trained}, "
+                f"but spec {spec.name!r} now has schema {current}; retrain (atnn train) before ranking"
+            )
+
+    def run(self, inputs: dict[str, np.ndarray], batch_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """Item vectors and popularity for encoded inputs, in batches."""
+        n = len(next(iter(inputs.values()))) if inputs else 0
+        vectors, scores = [], []
+        for start in range(0, n, batch_size):
+            feed = {name: inputs[name][start : start + batch_size] for name in self.input_names}
+            vector, popularity = self.session.run(None, feed)
+            vectors.append(vector)
+            scores.append(popularity)
+        if not scores:
+            dim = self.metadata["outputs"][0]["shape"][1]
+            return np.zeros((0, dim), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(vectors), np.concatenate(scores)
+
+    def score(self, profiles: pd.DataFrame, batch_size: int = 65536) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Popularity of each item with a usable profile; the others are returned as skipped with a reason."""
+        usable = self.encoder.usable(profiles)
+        skipped = profiles.loc[~usable, ["item_id"]].assign(reason="no usable profile: every item profile field is missing")
+        good = profiles.loc[usable].reset_index(drop=True)
+        inputs = self.encoder.encode(good, "item")
+        vectors, scores = self.run(inputs, batch_size)
+        scored = good.assign(score=scores.astype(np.float64))
+        scored["item_vector"] = list(vectors)
+        return scored, skipped.reset_index(drop=True)
+
+
+def day_bounds(ds: date) -> tuple[datetime, datetime]:
+    """[start, end) of a UTC calendar day."""
+    start = datetime.combine(ds, time.min)
+    return start, start + timedelta(days=1)
+
+
+def new_arrivals(db: Path, ds: date) -> pd.DataFrame:
+    """Items whose arrival falls on `ds` (UTC): id and listed_at."""
+    start, end = day_bounds(ds)
+    with session(db, read_only=True) as con:
+        return con.execute(
+            "SELECT item_id, listed_at FROM items WHERE listed_at >= ? AND listed_at < ? ORDER BY item_id",
+            [start, end],
+        ).df()
+
+
+def rank_frame(scored: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Rank by score (ties by item id), with the fields a user wants to see."""
+    out = pd.DataFrame(
+        {
+            "item_id": scored["item_id"],
+            "score": scored["score"],
+            "title": scored[spec.title_field].astype("string") if spec.title_field else pd.NA,
+            "category": scored[spec.category_field].astype("string") if spec.category_field else pd.NA,
+            "listed_at": pd.to_datetime(scored["listed_at"]).dt.tz_localize(None) if "listed_at" in scored else pd.NaT,
+        }
+    )
+    out = out.sort_values(["score", "item_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    out["rank"] = np.arange(1, len(out) + 1, dtype=np.int32)
+    return out
+
+
+def write_rankings(db: Path, result: Ranked, spec: DatasetSpec) -> int:
+    """Replace the day's rankings (and skipped items) in one transaction; other days are untouched."""
+    ranked_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = result.ranked.assign(ds=result.ds, model_version=result.model_version, ranked_at=ranked_at)
+    skipped = result.skipped.assign(ds=result.ds, model_version=result.model_version, skipped_at=ranked_at)
+    with session(db) as con:
+        ensure_schema(con, spec)
+        con.register("new_rows", rows)
+        con.register("new_skipped", skipped)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM rankings WHERE ds = ?", [result.ds])
+            con.execute(
+                """INSERT INTO rankings (ds, item_id, score, rank, model_version, title, category, listed_at, ranked_at)
+                   SELECT ds, item_id, score, rank, model_version, title, category, listed_at, ranked_at FROM new_rows"""
+            )
+            con.execute("DELETE FROM skipped_items WHERE ds = ?", [result.ds])
+            con.execute(
+                """INSERT INTO skipped_items (ds, item_id, reason, model_version, skipped_at)
+                   SELECT ds, item_id, reason, model_version, skipped_at FROM new_skipped"""
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return len(rows)

@@ -1,0 +1,109 @@
+"""The Feast feature store of atnn: apply, materialize, and point-in-time retrieval.
+
+The repository itself (feature_store.yaml, definitions.py) lives in `features/`; this module points it
+at a home directory through environment variables and calls Feast's own apply and retrieval.
+Only flows and this module import Feast; the model code never does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from atnn.config import Settings
+from atnn.spec import DatasetSpec
+
+
+def _feast_env(settings: Settings, spec: DatasetSpec) -> dict[str, str]:
+    return {
+        "ATNN_FEAST_HOME": str(settings.paths.feast_home),
+        "ATNN_FEAST_DATA": str(settings.paths.canonical_dir),
+        "ATNN_SPEC": spec.source or spec.name,
+    }
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def open_store(settings: Settings, spec: DatasetSpec):
+    """A FeatureStore over `features/` with this home's registry, online store and Parquet sources."""
+    from feast import FeatureStore
+
+    settings.paths.feast_home.mkdir(parents=True, exist_ok=True)
+    with _environment(_feast_env(settings, spec)):
+        return FeatureStore(repo_path=str(settings.paths.feature_repo))
+
+
+def apply(settings: Settings, spec: DatasetSpec) -> str:
+    """`feast apply` of the repository (imports definitions.py as the CLI does); returns its log."""
+    from feast.repo_config import load_repo_config
+    from feast.repo_operations import apply_total
+
+    settings.paths.feast_home.mkdir(parents=True, exist_ok=True)
+    repo = settings.paths.feature_repo
+    cwd = os.getcwd()
+    out = io.StringIO()
+    if str(repo) not in sys.path:
+        sys.path.append(str(repo))  # as the feast CLI does: definitions are imported by module name
+    with _environment(_feast_env(settings, spec)), contextlib.redirect_stdout(out):
+        try:
+            config = load_repo_config(repo, repo / "feature_store.yaml")
+            apply_total(config, repo, skip_source_validation=False)
+        finally:
+            os.chdir(cwd)  # apply_total changes directory into the repository
+    return out.getvalue()
+
+
+def materialize(settings: Settings, spec: DatasetSpec, start: datetime, end: datetime) -> None:
+    """Load feature values with timestamps in [start, end) into the SQLite online store."""
+    store = open_store(settings, spec)
+    with contextlib.redirect_stdout(io.StringIO()):
+        store.materialize(start_date=_utc(start), end_date=_utc(end))
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def historical_features(
+    settings: Settings, spec: DatasetSpec, entity_df: pd.DataFrame, service: str
+) -> pd.DataFrame:
+    """Point-in-time join of a feature service onto `entity_df` (needs `event_timestamp`).
+
+    Rows come back in the order of `entity_df` (Feast does not keep it), with every entity row kept:
+    a feature with no value at that time is null.
+    """
+    store = open_store(settings, spec)
+    frame = entity_df.reset_index(drop=True).copy()
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    frame["_row"] = range(len(frame))
+    result = store.get_historical_features(entity_df=frame, features=store.get_feature_service(service)).to_df()
+    if len(result) != len(frame):
+        raise RuntimeError(f"Feast returned {len(result)} rows for {len(frame)} entity rows")
+    return result.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+
+
+def online_item_profiles(settings: Settings, spec: DatasetSpec, item_ids: list) -> pd.DataFrame:
+    """Item profiles from the online store (after `materialize`)."""
+    store = open_store(settings, spec)
+    fields = [f"item_profile:{f.name}" for f in spec.item_features]
+    rows = [{"item_id": i} for i in item_ids]
+    return store.get_online_features(features=fields, entity_rows=rows).to_df()

@@ -1,0 +1,1 @@
+"""Prefect flows of atnn: thin wrappers whose tasks call the `atnn` library."""
