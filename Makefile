@@ -9,7 +9,7 @@ export ATNN_DATA_DIR ?= $(abspath ../shared/datasets)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(abspath var/prefect)
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test clean bench-readers
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/pytest
+
+bench-readers: venv
+	$(VENV)/bin/atnn bench-readers --output benchmarks/readers.json
 
 clean:
 	rm -rf var onnx/atnn-*

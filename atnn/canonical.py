@@ -19,6 +19,9 @@ import pyarrow as pa
 from atnn.readers import RawTables
 from atnn.spec import DatasetSpec, FeatureSpec
 
+# Times before this are taken as corrupt (a truncated or negative Unix time), not as history.
+MIN_TIMESTAMP = datetime(1990, 1, 1)
+
 QUARANTINE_COLUMNS = ["run_id", "table_name", "source_file", "line", "raw", "reason", "quarantined_at"]
 
 
@@ -111,6 +114,7 @@ def validate(
     run_id: str | None = None,
     max_bad_share: float = 0.05,
     now: datetime | None = None,
+    min_ts: datetime = MIN_TIMESTAMP,
 ) -> Canonical:
     """Check raw rows against the canonical schema; bad rows go to quarantine with a reason.
 
@@ -124,6 +128,7 @@ def validate(
         con.register("raw_users", raw.users)
         con.register("raw_events", raw.events)
         max_ts = f"TIMESTAMP '{now.isoformat(sep=' ')}' + INTERVAL 1 DAY"
+        low_ts = f"TIMESTAMP '{min_ts.isoformat(sep=' ')}'"
 
         # ---- items
         item_id = _id_expr("item_id", spec.id_type)
@@ -132,7 +137,7 @@ def validate(
         if has_listed_at:
             item_checks = [
                 f"WHEN {_ts_expr('listed_at')} IS NULL THEN 'missing or unparseable listed_at'",
-                f"WHEN {_ts_expr('listed_at')} <= TIMESTAMP '1970-01-01' OR {_ts_expr('listed_at')} > {max_ts} THEN 'listed_at out of range'",
+                f"WHEN {_ts_expr('listed_at')} < {low_ts} OR {_ts_expr('listed_at')} > {max_ts} THEN 'listed_at out of range'",
                 *item_checks,
             ]
         listed_col = f", {_ts_expr('listed_at')} AS listed_at_c" if has_listed_at else ""
@@ -192,7 +197,7 @@ def validate(
                 WHEN {user_id} IS NULL THEN 'unparseable user_id'
                 WHEN {item_id} IS NULL THEN 'unparseable item_id'
                 WHEN {ts} IS NULL THEN 'unparseable timestamp'
-                WHEN {ts} <= TIMESTAMP '1970-01-01' OR {ts} > {max_ts} THEN 'timestamp out of range'
+                WHEN {ts} < {low_ts} OR {ts} > {max_ts} THEN 'timestamp out of range'
                 {value_check}
                 WHEN {label_expr} IS NULL OR {label_expr} NOT IN (0, 1) THEN 'label must be 0 or 1'
                 {unknown_user}
@@ -265,7 +270,9 @@ def validate(
         quarantine = pd.concat([quarantine, rejected[QUARANTINE_COLUMNS]], ignore_index=True)
 
     counts: dict[str, dict[str, int]] = {}
-    for name, frame, accepted in (("items", raw.items, items), ("users", raw.users, users), ("events", raw.events, events)):
+    refused = []
+    # Events first: when they fail, items whose arrival comes from the events fail as a consequence.
+    for name, frame, accepted in (("events", raw.events, events), ("users", raw.users, users), ("items", raw.items, items)):
         rejected_rows = int((raw.rejected["table_name"] == name).sum()) if len(raw.rejected) else 0
         read = len(frame) + rejected_rows
         bad = int((quarantine["table_name"] == name).sum())
@@ -275,10 +282,12 @@ def validate(
         if read and bad / read > max_bad_share:
             reasons = quarantine.loc[quarantine["table_name"] == name, "reason"].value_counts().head(3)
             summary = "; ".join(f"{r}: {n}" for r, n in reasons.items())
-            raise IngestError(
-                f"{name}: {bad} of {read} rows ({bad / read:.1%}) failed validation, above the allowed "
-                f"{max_bad_share:.1%}; nothing was written. Most common reasons: {summary}"
-            )
+            refused.append(f"{name}: {bad} of {read} rows ({bad / read:.1%}) failed validation ({summary})")
+    if refused:
+        raise IngestError(
+            "; ".join(refused) + f". Above the allowed share of {max_bad_share:.1%}: nothing was written."
+        )
+    counts = {name: counts[name] for name in ("items", "users", "events")}
     return Canonical(items=items, users=users, events=events, quarantine=quarantine, counts=counts, run_id=run_id)
 
 

@@ -65,7 +65,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from flows.ingest import ingest
 
     report = ingest(dataset=settings.dataset, profile=settings.profile, home=str(settings.paths.home),
-                    data_dir=str(settings.paths.data_dir) if settings.paths.data_dir else None)
+                    data_dir=str(settings.paths.data_dir) if settings.paths.data_dir else None,
+                    max_bad_share=args.max_bad_share)
     print(json.dumps(report["counts"], indent=2))
     return 0
 
@@ -99,6 +100,27 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from atnn.warehouse import publish_snapshot
+
+    settings = load_settings(home=args.home)
+    target = publish_snapshot(settings.paths.db, Path(args.output) if args.output else None)
+    print(f"snapshot written: {target}\nopen it with: .venv/bin/duckdb -readonly {os.path.relpath(target)}")
+    return 0
+
+
+def cmd_bench_readers(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from atnn.concurrency import measure, write_report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = measure(Path(tmp) / "readers.duckdb", reads=args.reads, writes=args.writes, rows=args.rows)
+    write_report(report, Path(args.output))
+    print(Path(args.output).read_text(encoding="utf-8"))
+    return 0 if report.reader_failures == 0 and report.torn_reads == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atnn", description="New-arrival popularity ranking with ATNN")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="validate raw files into canonical tables; apply and materialize Feast")
     _common(p)
     p.add_argument("--data-dir", default=None, help="raw datasets directory (default: ATNN_DATA_DIR)")
+    p.add_argument("--max-bad-share", type=float, default=0.05,
+                   help="refuse the ingest when more than this share of a table's rows fail validation")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("train", help="train ATNN on what was known before --as-of and export it to ONNX")
@@ -123,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--date", required=True, help="YYYY-MM-DD")
     p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("snapshot", help="publish a read-only copy of the warehouse for long SQL sessions")
+    p.add_argument("--home", default=None)
+    p.add_argument("--output", default=None, help="snapshot path (default: var/atnn-snapshot.duckdb)")
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("bench-readers", help="measure SQL reads in another process during rank writes")
+    p.add_argument("--reads", type=int, default=500)
+    p.add_argument("--writes", type=int, default=50)
+    p.add_argument("--rows", type=int, default=50_000, help="rows per ranked day")
+    p.add_argument("--output", default="benchmarks/readers.json")
+    p.set_defaults(func=cmd_bench_readers)
 
     p = sub.add_parser("sql", help="run a read-only SQL query on the warehouse")
     p.add_argument("query")

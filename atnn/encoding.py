@@ -23,6 +23,8 @@ from atnn.spec import DatasetSpec, FeatureSpec
 PAD, OOV = 0, 1
 TOKEN = re.compile(r"[a-z0-9]+")
 # Count-like statistics are log-scaled before standardization.
+# Standardized numbers are clipped to +-Z_CLIP: an absurd value (a price of 1e39) must not become inf.
+Z_CLIP = 10.0
 LOG_STATS = {"pv", "uv", "positives", "n_click", "n_cart", "n_fav", "n_buy"}
 
 
@@ -201,7 +203,7 @@ class FeatureEncoder:
         if f.log:
             values = np.log1p(np.clip(values, 0, None))
         missing = ~np.isfinite(values)
-        scaled = np.where(missing, 0.0, (values - f.mean) / f.std)
+        scaled = np.where(missing, 0.0, np.clip((values - f.mean) / f.std, -Z_CLIP, Z_CLIP))
         return np.column_stack([scaled, missing.astype(np.float64)]).astype(np.float32)
 
     def encode(self, frame: pd.DataFrame, side: str) -> dict[str, np.ndarray]:
@@ -222,7 +224,7 @@ class FeatureEncoder:
     def encode_stats(self, stats: pd.DataFrame) -> np.ndarray:
         """Standardized statistics, missing values at the mean (0)."""
         matrix = (self._stats_raw(stats, self.stats) - self.stats_mean) / self.stats_std
-        return np.nan_to_num(matrix, nan=0.0).astype(np.float32)
+        return np.clip(np.nan_to_num(matrix, nan=0.0), -Z_CLIP, Z_CLIP).astype(np.float32)
 
     def usable(self, frame: pd.DataFrame) -> pd.Series:
         """Rows with at least one known item profile value; the others are skipped at ranking time."""

@@ -91,24 +91,32 @@ def is_transient(exc: BaseException | None) -> bool:
     return False
 
 
+def _retry_locked(open_fn, db: Path, timeout_s: float = 60.0, max_delay_s: float = 0.2):
+    """Call `open_fn` until it stops failing on another process's file lock (jittered backoff).
+
+    The backoff is capped low: write transactions are short, so the file frees up soon.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            return open_fn()
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise WarehouseBusy(f"{db} stayed locked by another process for {timeout_s:.0f}s: {exc}") from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, max_delay_s)
+
+
 def connect(db: Path, *, read_only: bool = False, timeout_s: float = 60.0) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, retrying with jittered backoff while another process holds it."""
     if read_only and not db.exists():
         raise FileNotFoundError(f"{db}: no warehouse yet; run `atnn ingest` (or `make demo`) first")
     db.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    delay = 0.02
-    while True:
-        try:
-            config = {} if read_only else {"storage_compatibility_version": STORAGE_COMPATIBILITY}
-            return duckdb.connect(str(db), read_only=read_only, config=config)
-        except duckdb.IOException as exc:
-            if not _is_lock_error(exc) or time.monotonic() > deadline:
-                if _is_lock_error(exc):
-                    raise WarehouseBusy(f"{db} stayed locked by another process for {timeout_s:.0f}s: {exc}") from exc
-                raise
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
+    config = {} if read_only else {"storage_compatibility_version": STORAGE_COMPATIBILITY}
+    return _retry_locked(lambda: duckdb.connect(str(db), read_only=read_only, config=config), db, timeout_s)
 
 
 @contextmanager
@@ -187,7 +195,37 @@ def export_parquet(db: Path, out_dir: Path, spec: DatasetSpec) -> dict[str, Path
     return paths
 
 
-def read_sql(db: Path, sql: str, params: list | None = None) -> pd.DataFrame:
-    """Run one read query on the warehouse and return a DataFrame (read-only, retried if locked)."""
-    with session(db, read_only=True) as con:
+def read_sql(db: Path, sql: str, params: list | None = None, *, timeout_s: float = 60.0) -> pd.DataFrame:
+    """Run one read query on the warehouse and return a DataFrame.
+
+    This is the way to query while the daily job runs: the connection is read-only, retried with
+    backoff while a writer holds the file, and closed right after, so writers are not held up.
+    Every write is one transaction, so a read sees a day either before or after a re-rank, never half.
+    """
+    with session(db, read_only=True, timeout_s=timeout_s) as con:
         return con.execute(sql, params or []).df()
+
+
+def publish_snapshot(db: Path, target: Path | None = None) -> Path:
+    """Copy the warehouse to a read-only snapshot file, swapped in atomically.
+
+    For long interactive sessions (the DuckDB CLI holds its file open): analysts open the snapshot,
+    which no job ever writes, so they never block the daily job. The copy is taken under a read-only
+    connection (no writer can change the file meanwhile) with DuckDB's COPY FROM DATABASE.
+    """
+    target = target or db.with_name(db.stem + "-snapshot.duckdb")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect()  # in memory: attaches the warehouse read-only and the snapshot read-write
+    try:
+        _retry_locked(lambda: con.execute(f"ATTACH '{db}' AS source (READ_ONLY)"), db)
+        con.execute(f"ATTACH '{tmp}' AS snapshot (STORAGE_VERSION '{STORAGE_COMPATIBILITY}')")
+        con.execute("COPY FROM DATABASE source TO snapshot")
+        con.execute("DETACH snapshot")
+        con.execute("DETACH source")
+    finally:
+        con.close()
+    os.replace(tmp, target)
+    return target
+
+

@@ -13,8 +13,8 @@ from flows.common import RETRY, as_dict, settings_for
 
 
 @task(cache_policy=NO_CACHE, **RETRY)
-def load_canonical(settings, spec) -> pipeline.IngestReport:
-    return pipeline.ingest(settings, spec)
+def load_canonical(settings, spec, max_bad_share: float) -> pipeline.IngestReport:
+    return pipeline.ingest(settings, spec, max_bad_share=max_bad_share)
 
 
 @task(cache_policy=NO_CACHE, **RETRY)
@@ -37,11 +37,12 @@ def ingest(
     home: str | None = None,
     data_dir: str | None = None,
     materialize: bool = True,
+    max_bad_share: float = 0.05,
 ) -> dict:
     """Validate and load a dataset, then apply and materialize the Feast feature store."""
     logger = get_run_logger()
     settings, spec = settings_for(dataset, profile, home, data_dir)
-    report = load_canonical(settings, spec)
+    report = load_canonical(settings, spec, max_bad_share)
     for table, c in report.counts.items():
         logger.info("%s: read %d = accepted %d + quarantined %d", table, c["read"], c["accepted"], c["quarantined"])
     apply_feature_store(settings, spec)
