@@ -19,8 +19,17 @@ def _prefect_env(home: Path) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 
+def _dataset(value: str) -> str:
+    """A spec name stays a name; a spec file's path becomes absolute (flows may run elsewhere)."""
+    path = Path(value)
+    return str(path.resolve()) if path.suffix in (".yaml", ".yml") else value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default=None, help="dataset / spec name (default: ATNN_DATASET or ml-100k)")
+    parser.add_argument(
+        "--dataset", default=None, type=_dataset,
+        help="a shipped spec name (ml-100k, ml-latest-small, taobao) or the path of your spec YAML (default: ATNN_DATASET or ml-100k)",
+    )
     parser.add_argument("--profile", default=None, help="config profile: default or test")
     parser.add_argument("--home", default=None, help="working state directory (default: ATNN_HOME or var/)")
 
@@ -66,9 +75,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     report = ingest(dataset=settings.dataset, profile=settings.profile, home=str(settings.paths.home),
                     data_dir=str(settings.paths.data_dir) if settings.paths.data_dir else None,
-                    max_bad_share=args.max_bad_share)
+                    max_bad_share=args.max_bad_share, source=_absolute(args.source), drop=_absolute(args.drop))
+    if args.drop:
+        for drop in report["drops"]:
+            state = "already ingested, nothing changed" if drop["already_ingested"] else (
+                f"{drop['new_items']} new items, statistics of {drop['touched_items']} items updated")
+            print(f"drop {drop['ds']} ({drop['source']}): {state}")
     print(json.dumps(report["counts"], indent=2))
     return 0
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -86,7 +104,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
     _prefect_env(settings.paths.home)
     from flows.daily_rank import daily_rank
 
-    report = daily_rank(date=args.date, dataset=settings.dataset, profile=settings.profile, home=str(settings.paths.home))
+    if not args.date and not args.drop:
+        raise SystemExit("atnn rank: give --date YYYY-MM-DD, or --drop DIR (an ingested drop)")
+    report = daily_rank(date=args.date, dataset=settings.dataset, profile=settings.profile, home=str(settings.paths.home),
+                        drop=_absolute(args.drop))
     print(f"{report['ds']}: {report['ranked']} ranked, {report['skipped']} skipped, model {report['model_version']}")
     _print_top(settings.paths.db, report["ds"])
     return 0
@@ -136,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="raw datasets directory (default: ATNN_DATA_DIR)")
     p.add_argument("--max-bad-share", type=float, default=0.05,
                    help="refuse the ingest when more than this share of a table's rows fail validation")
+    p.add_argument("--source", default=None, help="folder of the raw files to load (default: <data-dir>/<dataset>)")
+    p.add_argument("--drop", default=None,
+                   help="append a daily drop (a canonical folder), or every drop in a folder of them, instead of a full load")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("train", help="train ATNN on what was known before --as-of and export it to ONNX")
@@ -145,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rank", help="rank one day's new arrivals into DuckDB")
     _common(p)
-    p.add_argument("--date", required=True, help="YYYY-MM-DD")
+    p.add_argument("--date", default=None, help="YYYY-MM-DD (with a folder of drops: whose drop to rank)")
+    p.add_argument("--drop", default=None, help="rank exactly the new items of this ingested drop, on its day")
     p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("snapshot", help="publish a read-only copy of the warehouse for long SQL sessions")

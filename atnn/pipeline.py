@@ -227,15 +227,22 @@ def rank_day(
     read_features: FeatureReader,
     *,
     model_dir: Path | None = None,
+    arrivals: pd.DataFrame | None = None,
 ) -> RankReport:
-    """Rank the new arrivals of `ds` with the champion model (or `model_dir`) into `rankings`."""
+    """Rank the new arrivals of `ds` with the champion model (or `model_dir`) into `rankings`.
+
+    `arrivals` (item_id, listed_at): rank exactly these items under `ds` instead (a daily drop's).
+    """
     started = time.perf_counter()
     model_dir = model_dir or registry.champion_dir(settings.paths.db, spec)
     scorer = OnnxScorer(model_dir)
     scorer.check_compatible(spec)
-    arrivals = new_arrivals(settings.paths.db, ds)
+    if arrivals is None:
+        arrivals = new_arrivals(settings.paths.db, ds)
     _, end = day_bounds(ds)
     if len(arrivals):
+        # Profiles as of the end of the day, or just after the last arrival if that is later.
+        end = max(end, pd.Timestamp(arrivals["listed_at"].max()).to_pydatetime() + timedelta(seconds=1))
         entities = arrivals[["item_id"]].assign(event_timestamp=end)
         profiles = read_features(entities, "atnn_ranking")
         profiles = profiles.merge(arrivals, on="item_id", how="left")

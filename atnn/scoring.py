@@ -109,8 +109,9 @@ def rank_frame(scored: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
         {
             "item_id": scored["item_id"],
             "score": scored["score"],
-            "title": scored[spec.title_field].astype("string") if spec.title_field else pd.NA,
-            "category": scored[spec.category_field].astype("string") if spec.category_field else pd.NA,
+            # A day with no new arrivals has no profile columns at all.
+            "title": scored[spec.title_field].astype("string") if spec.title_field in scored else pd.NA,
+            "category": scored[spec.category_field].astype("string") if spec.category_field in scored else pd.NA,
             "listed_at": pd.to_datetime(scored["listed_at"]).dt.tz_localize(None) if "listed_at" in scored else pd.NaT,
         }
     )

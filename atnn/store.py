@@ -63,6 +63,12 @@ def apply(settings: Settings, spec: DatasetSpec) -> str:
     out = io.StringIO()
     if str(repo) not in sys.path:
         sys.path.append(str(repo))  # as the feast CLI does: definitions are imported by module name
+    # A definitions module cached by an earlier apply in this process would keep that apply's spec
+    # and Parquet paths (another dataset or home): import it afresh.
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and Path(path).resolve().parent == Path(repo).resolve():
+            del sys.modules[name]
     with _environment(_feast_env(settings, spec)), contextlib.redirect_stdout(out):
         try:
             config = load_repo_config(repo, repo / "feature_store.yaml")

@@ -153,11 +153,15 @@ def write_canonical(db: Path, canonical: Canonical, spec: DatasetSpec, *, prior_
         con.register("canon_users", canonical.users)
         con.register("canon_events", canonical.events)
         con.register("canon_quarantine", canonical.quarantine)
+        if canonical.behaviors is not None:
+            con.register("canon_behaviors", canonical.behaviors)
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute("CREATE OR REPLACE TABLE items AS SELECT * FROM canon_items")
             con.execute("CREATE OR REPLACE TABLE users AS SELECT * FROM canon_users")
             con.execute("CREATE OR REPLACE TABLE events AS SELECT * FROM canon_events")
+            if canonical.behaviors is not None:  # events with no item key (see DatasetSpec.behavior_keys)
+                con.execute("CREATE OR REPLACE TABLE behaviors AS SELECT * FROM canon_behaviors")
             con.execute(f"CREATE OR REPLACE TABLE item_stats AS {item_stats_sql(spec, prior_events)}")
             # Rows quarantined by an earlier ingest of the same files are superseded by this one.
             con.execute(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from atnn import pipeline
+from atnn import drops, pipeline
 from flows.common import RETRY, as_dict, feast_reader, settings_for
 
 
@@ -27,8 +28,8 @@ def resolve_date(value: str | None, timezone: str = "UTC") -> date:
 
 
 @task(cache_policy=NO_CACHE, **RETRY)
-def rank(settings, spec, ds: date) -> pipeline.RankReport:
-    return pipeline.rank_day(settings, spec, ds, feast_reader(settings, spec))
+def rank(settings, spec, ds: date, arrivals: pd.DataFrame | None = None) -> pipeline.RankReport:
+    return pipeline.rank_day(settings, spec, ds, feast_reader(settings, spec), arrivals=arrivals)
 
 
 @flow(name="daily-rank", log_prints=True)
@@ -38,12 +39,23 @@ def daily_rank(
     timezone: str = "UTC",
     profile: str | None = None,
     home: str | None = None,
+    drop: str | None = None,
 ) -> dict:
-    """Rank the new arrivals of `date` (default: the scheduled day) with the champion model."""
+    """Rank the new arrivals of `date` (default: the scheduled day) with the champion model.
+
+    `drop`: rank exactly the new items of this ingested drop folder, on its day; or, for a folder of
+    drops, of its sub-folder named `date` (default: the scheduled day).
+    """
     logger = get_run_logger()
     settings, spec = settings_for(dataset, profile, home)
-    ds = resolve_date(date, timezone)
-    report = rank(settings, spec, ds)
+    arrivals = None
+    if drop:
+        wanted = resolve_date(date, timezone) if date or not drops.is_drop_folder(Path(drop)) else None
+        record, arrivals = drops.drop_to_rank(settings.paths.db, Path(drop), wanted)
+        ds = record.ds
+    else:
+        ds = resolve_date(date, timezone)
+    report = rank(settings, spec, ds, arrivals)
     logger.info(
         "%s: %d new arrivals, %d ranked, %d skipped, model %s",
         report.ds, report.new_arrivals, report.ranked, report.skipped, report.model_version,
