@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ class MeanUserVector:
     vector: list[float]
     k: int
     num_users: int
+    # One mean user vector per segment of the spec's `user.segment_fields` (name like 'F|25-34').
+    segment_fields: list[str] = field(default_factory=list)
+    segments: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -96,7 +99,8 @@ def load_checkpoint(directory: Path) -> Checkpoint:
     model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
     model.eval()
     popularity = json.loads((directory / "popularity.json").read_text(encoding="utf-8"))
-    mean_user = MeanUserVector(vector=popularity["vector"], k=popularity["k"], num_users=popularity["num_users"])
+    mean_user = MeanUserVector(vector=popularity["vector"], k=popularity["k"], num_users=popularity["num_users"],
+                               segment_fields=popularity.get("segment_fields", []), segments=popularity.get("segments", {}))
     return Checkpoint(model, encoder, model_config, train_config, config["spec_hash"], mean_user, config["info"])
 
 
@@ -104,6 +108,24 @@ def popularity_model(checkpoint: Checkpoint) -> PopularityModel:
     names = [f.name for f in checkpoint.encoder.side("item")]
     vector = torch.tensor(checkpoint.mean_user.vector, dtype=torch.float32)
     return PopularityModel(checkpoint.model.generator, checkpoint.model.interaction, vector, names).eval()
+
+
+def segment_head(checkpoint: Checkpoint) -> dict[str, Any]:
+    """Segment popularity as a matrix product on the exported item vectors (no second ONNX output).
+
+    H is linear in the user vector: H(i, u) = i . (w * u + a) + (c . u + b), so the logit of segment s
+    is item_vector @ matrix[s] + offset[s]; the scorer applies it with numpy and a sigmoid.
+    """
+    names = sorted(checkpoint.mean_user.segments)
+    if not names:
+        return {"fields": [], "names": [], "matrix": [], "offset": []}
+    interaction = checkpoint.model.interaction
+    with torch.no_grad():
+        users = torch.tensor([checkpoint.mean_user.segments[n] for n in names], dtype=torch.float32)
+        matrix = users * interaction.weight + interaction.item_bias.weight.reshape(1, -1)
+        offset = interaction.user_bias(users).squeeze(-1)
+    return {"fields": list(checkpoint.mean_user.segment_fields), "names": names,
+            "matrix": matrix.tolist(), "offset": offset.tolist()}
 
 
 def example_inputs(encoder: FeatureEncoder, batch: int = 4) -> tuple[torch.Tensor, ...]:
@@ -165,6 +187,7 @@ def export_onnx(
         ],
         "vocab": checkpoint.encoder.to_dict(),
         "mean_user_vector": {"version": checkpoint.mean_user.version, "k": checkpoint.mean_user.k, "num_users": checkpoint.mean_user.num_users},
+        "segments": segment_head(checkpoint),
         "metrics": metrics,
         "info": checkpoint.info,
     }

@@ -38,6 +38,8 @@ class ModelConfig:
     tower: str = "dcn"
     # The generator and the item encoder share their embedding tables (the paper); False is an ablation.
     shared_embeddings: bool = True
+    # Training-time dropout of text tokens (title words); 0 = off.
+    token_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,22 @@ class TrainConfig:
     # Parameters of the smoothed positive rate: prior strength in events.
     prior_events: float = 10.0
     threads: int = 0  # 0: leave torch's default
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """How the daily ranking scales out (README, "Scale").
+
+    `partitions` > 1 splits a day's new arrivals into that many parts and maps their scoring over
+    Prefect's task runner: `task_runner` "threads" (in the flow's process) or "dask" (prefect-dask):
+    the cluster at `dask_address` (a scheduler such as tcp://10.0.0.5:8786), else a LocalCluster of
+    `dask_workers` single-threaded worker processes.
+    """
+
+    partitions: int = 1
+    task_runner: str = "threads"
+    dask_address: str = ""
+    dask_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,7 @@ class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     model_name: str = "atnn"
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def with_overrides(self, **changes: Any) -> "Settings":
         """A copy with top-level fields, or `model.x` / `train.x` fields, replaced."""

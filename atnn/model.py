@@ -25,13 +25,19 @@ Inputs = dict[str, torch.Tensor]
 
 class SparseArch(nn.Module):
     """Embeds one side's profile features: one table per categorical or sequence feature
-    (sequences are mean-pooled over non-padding positions); numeric features pass through."""
+    (sequences are mean-pooled over non-padding positions); numeric features pass through.
 
-    def __init__(self, features: list[FittedFeature], embedding_dim: int):
+    `token_dropout`: in training, each token of a text feature (title words) is dropped with this
+    probability, so that rare title words cannot single out a training item.
+    """
+
+    def __init__(self, features: list[FittedFeature], embedding_dim: int, token_dropout: float = 0.0):
         super().__init__()
+        self.token_dropout = token_dropout
         self.features = [f.name for f in features]
         self.dense = [f.name for f in features if f.is_dense]
         self.sequence = {f.name for f in features if f.is_sequence}
+        self.text = {f.name for f in features if f.kind == "text_tokens"}
         self.tables = nn.ModuleDict(
             {f.name: nn.Embedding(f.cardinality, embedding_dim, padding_idx=0) for f in features if not f.is_dense}
         )
@@ -48,7 +54,10 @@ class SparseArch(nn.Module):
             if name in self.tables:
                 embedded = self.tables[name](x)
                 if name in self.sequence:
-                    mask = (x != 0).unsqueeze(-1).to(embedded.dtype)
+                    keep = x != 0
+                    if self.training and self.token_dropout > 0 and name in self.text:
+                        keep = keep & (torch.rand(x.shape) >= self.token_dropout)
+                    mask = keep.unsqueeze(-1).to(embedded.dtype)
                     embedded = (embedded * mask).sum(1) / mask.sum(1).clamp(min=1.0)
                 parts.append(embedded)
             else:
@@ -170,8 +179,8 @@ class ATNN(nn.Module):
 
     @classmethod
     def build(cls, item_features: list[FittedFeature], user_features: list[FittedFeature], num_stats: int, config: ModelConfig) -> "ATNN":
-        item_sparse = SparseArch(item_features, config.embedding_dim)
-        generator_sparse = item_sparse if config.shared_embeddings else SparseArch(item_features, config.embedding_dim)
+        item_sparse = SparseArch(item_features, config.embedding_dim, config.token_dropout)
+        generator_sparse = item_sparse if config.shared_embeddings else SparseArch(item_features, config.embedding_dim, config.token_dropout)
         return cls(
             item_encoder=ItemEncoder(item_sparse, num_stats, config),
             user_encoder=UserEncoder(SparseArch(user_features, config.embedding_dim), config),

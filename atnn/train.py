@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -178,6 +179,16 @@ def mean_user_vector(model: ATNN, data: TrainingData, k: int) -> tuple[torch.Ten
     return vectors.mean(0), data.user_ids[chosen]
 
 
+def segment_user_vectors(model: ATNN, data: TrainingData, users: pd.DataFrame, fields: list[str]) -> tuple[list[str], torch.Tensor]:
+    """One mean user vector per segment ("popular for whom"): the users of `data` grouped by the
+    values of `fields` (e.g. gender x age band), named like 'F|25-34'; sorted by name."""
+    profile = users.drop_duplicates("user_id").set_index("user_id").reindex(data.user_ids)
+    labels = profile[list(fields)].astype("string").fillna("?").agg("|".join, axis=1).to_numpy()
+    vectors = user_vectors(model, data.user_inputs)
+    names = sorted(set(labels))
+    return names, torch.stack([vectors[torch.from_numpy(labels == name)].mean(0) for name in names])
+
+
 # ---------------------------------------------------------------- fitting
 
 
@@ -264,3 +275,149 @@ def fit(
     model.eval()
     result.train_seconds = time.perf_counter() - started
     return result
+
+
+# ---------------------------------------------------------------- streaming (event logs larger than memory)
+
+# (item_id, user_id, label) arrays of consecutive events; a fresh pass over the log per call.
+EventChunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]]
+
+
+def profile_arrays(items: pd.DataFrame, users: pd.DataFrame, encoder: FeatureEncoder) -> TrainingData:
+    """The fixed part of a streamed training set: inputs encoded once per item and per user, no events.
+
+    `items` has one row per item (profile + statistics), `users` one row per user. Events are joined
+    chunk by chunk with `with_events`, so only one chunk of the event log is in memory at a time.
+    """
+    have_stats = all(s in items.columns for s in encoder.stats)
+    return TrainingData(
+        item_ids=items["item_id"].to_numpy(),
+        item_inputs=encoder.encode(items, "item"),
+        stats=encoder.encode_stats(items) if have_stats else np.zeros((len(items), len(encoder.stats)), np.float32),
+        user_ids=users["user_id"].to_numpy(),
+        user_inputs=encoder.encode(users, "user"),
+        item_index=np.zeros(0, np.int64),
+        user_index=np.zeros(0, np.int64),
+        label=np.zeros(0, np.float32),
+    )
+
+
+def with_events(base: TrainingData, item_ids: np.ndarray, user_ids: np.ndarray, labels: np.ndarray) -> TrainingData:
+    """`base` with these events; events of items or users that `base` does not hold are dropped
+    (that is how held-out validation items stay out of the training stream)."""
+    items = pd.Index(base.item_ids).get_indexer(item_ids)
+    users = pd.Index(base.user_ids).get_indexer(user_ids)
+    keep = (items >= 0) & (users >= 0)
+    return replace(
+        base,
+        item_index=items[keep].astype(np.int64),
+        user_index=users[keep].astype(np.int64),
+        label=np.asarray(labels)[keep].astype(np.float32),
+    )
+
+
+def parquet_event_chunks(path: str | Path, chunk_events: int = 1_000_000) -> EventChunks:
+    """Stream (item_id, user_id, label) from a Parquet event log, `chunk_events` rows at a time."""
+    import pyarrow.parquet as pq
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        with pq.ParquetFile(path) as log_file:
+            for batch in log_file.iter_batches(batch_size=chunk_events, columns=["item_id", "user_id", "label"]):
+                yield (batch.column("item_id").to_numpy(), batch.column("user_id").to_numpy(),
+                       batch.column("label").to_numpy(zero_copy_only=False))
+
+    return chunks
+
+
+@dataclass
+class StreamFitResult(FitResult):
+    events_seen: int = 0          # training events consumed, all epochs
+    events_per_s: float = 0.0     # of the training steps alone (validation excluded)
+    user_events: np.ndarray | None = None  # events per user of `base` in one pass (for top-K users)
+    chunk_events_per_s: list[float] = field(default_factory=list)  # throughput of each chunk's steps
+
+
+def fit_stream(
+    base: TrainingData,
+    chunks: EventChunks,
+    validation: TrainingData | None,
+    encoder: FeatureEncoder,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    max_events: int | None = None,
+) -> StreamFitResult:
+    """Algorithm 1 over an event stream: each chunk is shuffled and cut into batches.
+
+    The in-memory `fit` shuffles the whole log each epoch; here the shuffle is within a chunk, so
+    the log should not be sorted by item (an event log in time order is fine). `max_events` stops
+    each pass after that many events. Early stopping on the generator's validation AUC as in `fit`.
+    """
+    seed_everything(train_config.seed)
+    if train_config.threads:
+        torch.set_num_threads(train_config.threads)
+    model = ATNN.build(encoder.side("item"), encoder.side("user"), len(encoder.stats), model_config)
+    algorithm = Algorithm1(model, train_config)
+    rng = np.random.default_rng(train_config.seed)
+    result = StreamFitResult(model=model)
+    best_state, since_best, step_seconds = None, 0, 0.0
+    started = time.perf_counter()
+    for epoch in range(1, train_config.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        sums, steps, seen = np.zeros(3), 0, 0
+        user_events = np.zeros(len(base.user_ids), np.int64)
+        for item_ids, user_ids, labels in chunks():
+            if max_events is not None:
+                if seen >= max_events:
+                    break
+                item_ids, user_ids, labels = item_ids[: max_events - seen], user_ids[: max_events - seen], labels[: max_events - seen]
+            seen += len(labels)
+            data = with_events(base, item_ids, user_ids, labels)
+            user_events += np.bincount(data.user_index, minlength=len(user_events))
+            order = rng.permutation(len(data))
+            chunk_started = time.perf_counter()
+            for start in range(0, len(order), train_config.batch_size):
+                losses = algorithm.step(data.batch(order[start : start + train_config.batch_size]))
+                sums += (losses.l_i, losses.l_g, losses.l_s)
+                steps += 1
+            if len(data):
+                result.chunk_events_per_s.append(len(data) / max(time.perf_counter() - chunk_started, 1e-9))
+            result.events_seen += len(data)
+        record = EpochRecord(epoch, *(sums / max(steps, 1)), train_seconds=time.perf_counter() - t0)
+        step_seconds += record.train_seconds
+        result.user_events = user_events
+        if validation is not None and len(validation):
+            record.val_auc_generated = auc(validation.label, predict(model, validation, generated=True))
+            record.val_auc_encoded = auc(validation.label, predict(model, validation, generated=False))
+        result.history.append(record)
+        log.info("epoch %d (streamed, %d events): L_i %.4f L_g %.4f L_s %.4f, validation AUC generator %.4f",
+                 epoch, seen, record.l_i, record.l_g, record.l_s, record.val_auc_generated)
+        if on_epoch:
+            on_epoch(record)
+        score = record.val_auc_generated
+        if validation is None or np.isnan(score):
+            best_state, result.best_epoch = None, epoch
+            continue
+        if np.isnan(result.best_val_auc) or score > result.best_val_auc:
+            result.best_val_auc, result.best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            since_best = 0
+        else:
+            since_best += 1
+            if since_best >= train_config.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.train_seconds = time.perf_counter() - started
+    result.events_per_s = result.events_seen / step_seconds if step_seconds > 0 else float("nan")
+    return result
+
+
+def mean_user_vector_of(model: ATNN, base: TrainingData, user_events: np.ndarray, k: int) -> tuple[torch.Tensor, np.ndarray]:
+    """`mean_user_vector` for a streamed training set: top-k users by their streamed event counts."""
+    order = np.lexsort((base.user_ids, -user_events))[: min(k, len(user_events))]
+    vectors = user_vectors(model, {name: v[order] for name, v in base.user_inputs.items()})
+    return vectors.mean(0), base.user_ids[order]
