@@ -9,7 +9,7 @@ export ATNN_DATA_DIR ?= $(abspath ../shared/datasets)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(abspath var/prefect)
 
-.PHONY: venv demo test clean bench-readers
+.PHONY: venv demo test clean bench-readers serve stop bench-quality bench-quality-quick
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,23 @@ test: venv
 
 bench-readers: venv
 	$(VENV)/bin/atnn bench-readers --output benchmarks/readers.json
+
+# The local service: Prefect server on 127.0.0.1, a process worker, every deployment of prefect.yaml.
+# State, logs and PID files in $(PREFECT_HOME) (var/prefect). `make stop` stops the worker, then the server.
+serve: venv
+	$(VENV)/bin/atnn serve
+
+stop:
+	$(VENV)/bin/atnn stop
+
+# Ranking quality (README, "Ranking quality"): every model, ML-100K random-item + ml-latest-small
+# temporal, 5 seeds -> benchmarks/quality.json and .md (<= 45 min on 2 cores; resumes from
+# var/bench-quality/cache). QUICK=1 (or bench-quality-quick): one seed, few epochs, < 5 min, to var/.
+bench-quality: venv
+	$(PY) -m atnn.benchmark $(if $(QUICK),--quick)
+
+bench-quality-quick: venv
+	$(PY) -m atnn.benchmark --quick
 
 clean:
 	rm -rf var onnx/atnn-*

@@ -409,12 +409,15 @@ def validate(
         counts[name] = {"read": read, "accepted": accepted, "quarantined": bad}
         unchanged[name] = same
         if read and bad / read > max_bad_share:
-            reasons = quarantine.loc[quarantine["table_name"] == name, "reason"].value_counts().head(3)
-            text = "; ".join(f"{r}: {n}" for r, n in reasons.items())
+            reasons = quarantine.loc[quarantine["table_name"] == name, "reason"].value_counts()
+            text = "; ".join(f"{r}: {n}" for r, n in reasons.head(5).items())
+            if len(reasons) > 5:
+                text += f"; {int(reasons.iloc[5:].sum())} more in {len(reasons) - 5} other reasons"
             refused.append(f"{name}: {bad} of {read} rows ({bad / read:.1%}) failed validation ({text})")
     if refused:
         raise IngestError(
-            "; ".join(refused) + f". Above the allowed share of {max_bad_share:.1%}: nothing was written."
+            "; ".join(refused) + f". Above the allowed share of {max_bad_share:.1%}: nothing was written, not even to quarantine. "
+            "Rerun with --max-bad-share 1 to load the good rows and quarantine every bad one with its line and reason."
         )
     order = ("items", "users", "events", "behaviors")
     counts = {name: counts[name] for name in order if name in counts}

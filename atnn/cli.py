@@ -17,6 +17,8 @@ def _prefect_env(home: Path) -> None:
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # The temporary server of an in-process run may start slowly on a loaded 2-core machine (default 20 s).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _dataset(value: str) -> str:
@@ -44,10 +46,13 @@ def _print_top(db: Path, ds: str) -> None:
     )
     print(f"\nTop 10 new arrivals of {ds}:")
     print(top.to_string(index=False) if len(top) else "(no new arrivals that day)")
-    rel = os.path.relpath(db, Path.cwd())
+    # Absolute paths: the hints work from any directory. `atnn sql` opens the file read-only and briefly,
+    # so it never holds up a running job (the DuckDB CLI on the live file would).
+    home = f" --home {db.parent}" if db.parent != load_settings().paths.home else ""
+    atnn = Path(sys.executable).with_name("atnn")
     print("\nSee them with SQL:")
-    print(f'  .venv/bin/duckdb {rel} "SELECT ds, count(*) FROM rankings GROUP BY ds"')
-    print(f"  .venv/bin/duckdb {rel} \"SELECT rank, title, score FROM rankings WHERE ds = '{ds}' ORDER BY rank LIMIT 10\"")
+    print(f'  {atnn} sql{home} "SELECT ds, count(*) FROM rankings GROUP BY ds"')
+    print(f"  {atnn} sql{home} \"SELECT rank, title, score FROM rankings WHERE ds = '{ds}' ORDER BY rank LIMIT 10\"")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -126,7 +131,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     settings = load_settings(home=args.home)
     target = publish_snapshot(settings.paths.db, Path(args.output) if args.output else None)
-    print(f"snapshot written: {target}\nopen it with: .venv/bin/duckdb -readonly {os.path.relpath(target)}")
+    duckdb_cli = Path(sys.executable).with_name("duckdb")
+    print(f"snapshot written: {target}\nopen it with: {duckdb_cli} -readonly {target}")
     return 0
 
 
@@ -140,6 +146,36 @@ def cmd_bench_readers(args: argparse.Namespace) -> int:
     write_report(report, Path(args.output))
     print(Path(args.output).read_text(encoding="utf-8"))
     return 0 if report.reader_failures == 0 and report.torn_reads == 0 else 1
+
+
+def _service(args: argparse.Namespace):
+    from atnn.service import Service
+
+    home = Path(args.prefect_home or os.environ.get("PREFECT_HOME") or PROJECT_ROOT / "var" / "prefect").resolve()
+    return Service(prefect_home=home, host=args.host, port=args.port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from atnn.service import start
+
+    service = _service(args)
+    pids = start(service)
+    rel = os.path.relpath(service.prefect_home, Path.cwd())
+    print(f"Prefect server {service.api_url} (pid {pids['server']}), worker for pool atnn-local (pid {pids['worker']});")
+    print(f"deployments of prefect.yaml registered. State and logs: {rel}/")
+    print(f"Open the UI: {service.ui_url}")
+    print(f"Run a deployment: PREFECT_HOME={rel} .venv/bin/prefect deployment run 'daily-rank/daily' --param date=1998-03-13")
+    print("Stop everything: make stop")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from atnn.service import stop
+
+    stopped = stop(_service(args))
+    print("nothing was running" if not stopped else
+          ", ".join(f"{name} {'stopped' if ok else 'did NOT stop'}" for name, ok in stopped.items()))
+    return 0 if all(stopped.values()) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="benchmarks/readers.json")
     p.set_defaults(func=cmd_bench_readers)
 
+    for name, func, text in (("serve", cmd_serve, "start a local Prefect server + worker and deploy prefect.yaml"),
+                             ("stop", cmd_stop, "stop the worker, then the server, started by `atnn serve`")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--prefect-home", default=None, help="Prefect state (default: PREFECT_HOME or var/prefect)")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=int(os.environ.get("ATNN_PREFECT_PORT", "4200")))
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("bench-quality", add_help=False,
+                       help="ranking-quality benchmark of every model (python -m atnn.benchmark --help)")
+    p.set_defaults(func=lambda a: __import__("atnn.benchmark", fromlist=["main"]).main([]))  # main() forwards options
+
     p = sub.add_parser("sql", help="run a read-only SQL query on the warehouse")
     p.add_argument("query")
     p.add_argument("--home", default=None)
@@ -193,11 +241,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench-quality"]:  # its own options: python -m atnn.benchmark --help
+        from atnn.benchmark import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
+    user_errors = _user_errors()
     try:
+        if hasattr(args, "dataset"):
+            # A mistake in the spec stops the command before Prefect starts, with the file and field named.
+            from atnn.spec import load_spec
+
+            load_spec(args.dataset or os.environ.get("ATNN_DATASET", "ml-100k"))
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except user_errors as error:
+        # Errors a user can act on: one line naming the file, field or row, no traceback (Prefect has
+        # already logged the failed run, if there was one).
+        print(f"atnn {args.command}: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from atnn.canonical import IngestError
+    from atnn.config import ConfigError
+    from atnn.drops import DropNotIngested
+    from atnn.readers import FormatError
+    from atnn.registry import NoChampion
+    from atnn.scoring import SchemaMismatch
+    from atnn.spec import SpecError
+    from atnn.warehouse import DatasetMismatch, WarehouseBusy
+
+    return (ConfigError, SpecError, FormatError, IngestError, SchemaMismatch, NoChampion, DropNotIngested,
+            DatasetMismatch, WarehouseBusy)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from atnn import artifacts, registry
+from atnn import artifacts, registry, similar
 from atnn.canonical import validate
 from atnn.config import Settings
 from atnn.encoding import FeatureEncoder
 from atnn.readers import read_raw
-from atnn.scoring import OnnxScorer, Ranked, day_bounds, new_arrivals, rank_frame, write_rankings
+from atnn.scoring import OnnxScorer, Ranked, day_bounds, new_arrivals, rank_by_segment, rank_frame, write_rankings
 from atnn.spec import DatasetSpec
-from atnn.train import EpochRecord, build_training_data, fit, mean_user_vector, predict
+from atnn.train import EpochRecord, build_training_data, fit, mean_user_vector, predict, segment_user_vectors
 from atnn.metrics import auc
 from atnn.warehouse import export_parquet, read_sql, session, write_canonical
 
@@ -165,6 +165,10 @@ def train_and_export(
     all_data = build_training_data(frame, encoder, spec)
     vector, chosen = mean_user_vector(result.model, all_data, settings.train.top_k_users)
     mean_user = artifacts.MeanUserVector(vector=[float(x) for x in vector], k=settings.train.top_k_users, num_users=len(chosen))
+    if spec.segment_fields:  # one mean vector per user segment, beside the global one
+        names, segments = segment_user_vectors(result.model, all_data, users, list(spec.segment_fields))
+        mean_user.segment_fields = list(spec.segment_fields)
+        mean_user.segments = {name: [float(x) for x in v] for name, v in zip(names, segments)}
 
     version = artifacts.new_version()
     model_name = f"{settings.model_name}-{spec.name}"
@@ -218,39 +222,69 @@ class RankReport:
     skipped_reasons: dict[str, int]
     seconds: float
     top: list[dict[str, Any]] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (feature_read_s, scoring_s, write_s, ...)
 
 
-def rank_day(
-    settings: Settings,
-    spec: DatasetSpec,
-    ds: date,
-    read_features: FeatureReader,
-    *,
-    model_dir: Path | None = None,
-    arrivals: pd.DataFrame | None = None,
-) -> RankReport:
-    """Rank the new arrivals of `ds` with the champion model (or `model_dir`) into `rankings`.
-
-    `arrivals` (item_id, listed_at): rank exactly these items under `ds` instead (a daily drop's).
-    """
-    started = time.perf_counter()
-    model_dir = model_dir or registry.champion_dir(settings.paths.db, spec)
-    scorer = OnnxScorer(model_dir)
-    scorer.check_compatible(spec)
-    if arrivals is None:
-        arrivals = new_arrivals(settings.paths.db, ds)
+def ranking_time(ds: date, arrivals: pd.DataFrame) -> datetime:
+    """When a day's profiles are read: the end of the day, or just after its last arrival if later."""
     _, end = day_bounds(ds)
     if len(arrivals):
-        # Profiles as of the end of the day, or just after the last arrival if that is later.
         end = max(end, pd.Timestamp(arrivals["listed_at"].max()).to_pydatetime() + timedelta(seconds=1))
-        entities = arrivals[["item_id"]].assign(event_timestamp=end)
+    return end
+
+
+def score_arrivals(
+    scorer: OnnxScorer,
+    arrivals: pd.DataFrame,
+    as_of: datetime,
+    read_features: FeatureReader,
+    stages: dict[str, float] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Profiles of `arrivals` as of `as_of` in one bulk read, scored in batches: (scored, skipped).
+
+    Row-wise, so any partition of the arrivals scores each item exactly as the whole day does
+    (the scale-out flow maps this over partitions). `stages` receives feature_read_s and scoring_s.
+    """
+    stages = {} if stages is None else stages
+    t0 = time.perf_counter()
+    if len(arrivals):
+        entities = arrivals[["item_id"]].assign(event_timestamp=as_of)
         profiles = read_features(entities, "atnn_ranking")
         profiles = profiles.merge(arrivals, on="item_id", how="left")
     else:
         profiles = arrivals
+    t1 = time.perf_counter()
     scored, skipped = scorer.score(profiles) if len(profiles) else (profiles.assign(score=[]), profiles[["item_id"]].assign(reason=[]))
+    stages["feature_read_s"] = stages.get("feature_read_s", 0.0) + t1 - t0
+    stages["scoring_s"] = stages.get("scoring_s", 0.0) + time.perf_counter() - t1
+    return scored, skipped
+
+
+def finish_ranking(
+    settings: Settings,
+    spec: DatasetSpec,
+    ds: date,
+    scorer: OnnxScorer,
+    arrivals: pd.DataFrame,
+    scored: pd.DataFrame,
+    skipped: pd.DataFrame,
+    *,
+    started: float,
+    stages: dict[str, float] | None = None,
+    neighbours: bool = True,
+) -> RankReport:
+    """Rank the scored items and write the day (rankings, segments, skipped) in one transaction;
+    then the nearest warm items unless `neighbours` is False."""
+    stages = {} if stages is None else stages
+    t0 = time.perf_counter()
     ranked = rank_frame(scored, spec)
-    write_rankings(settings.paths.db, Ranked(ds, scorer.version, ranked, skipped), spec)
+    by_segment = rank_by_segment(scorer.metadata, scored)  # rankings_by_segment, same transaction
+    write_rankings(settings.paths.db, Ranked(ds, scorer.version, ranked, skipped, by_segment), spec)
+    stages["write_s"] = time.perf_counter() - t0
+    if neighbours:
+        t0 = time.perf_counter()
+        similar.write_similar_items(settings.paths.db, spec, scorer, ds, scored)  # needs scored["item_vector"]
+        stages["similar_items_s"] = time.perf_counter() - t0
     top = ranked.head(10)[["rank", "item_id", "score", "title", "category"]]
     return RankReport(
         ds=ds.isoformat(),
@@ -261,4 +295,34 @@ def rank_day(
         skipped_reasons={str(k): int(v) for k, v in skipped["reason"].value_counts().items()} if len(skipped) else {},
         seconds=time.perf_counter() - started,
         top=json.loads(top.to_json(orient="records")),
+        stages={k: round(v, 4) for k, v in stages.items()},
     )
+
+
+def rank_day(
+    settings: Settings,
+    spec: DatasetSpec,
+    ds: date,
+    read_features: FeatureReader,
+    *,
+    model_dir: Path | None = None,
+    arrivals: pd.DataFrame | None = None,
+    scorer: OnnxScorer | None = None,
+    neighbours: bool = True,
+) -> RankReport:
+    """Rank the new arrivals of `ds` with the champion model (or `model_dir`) into `rankings`.
+
+    `arrivals` (item_id, listed_at): rank exactly these items under `ds` instead (a daily drop's).
+    `scorer`: an already loaded model (a backfill loads the champion once for all its days).
+    `neighbours`: also write `similar_items` (brute-force nearest warm items: off for scale runs).
+    """
+    started = time.perf_counter()
+    stages: dict[str, float] = {}
+    if scorer is None:
+        scorer = OnnxScorer(model_dir or registry.champion_dir(settings.paths.db, spec))
+    scorer.check_compatible(spec)
+    if arrivals is None:
+        arrivals = new_arrivals(settings.paths.db, ds)
+    stages["arrivals_s"] = time.perf_counter() - started
+    scored, skipped = score_arrivals(scorer, arrivals, ranking_time(ds, arrivals), read_features, stages)
+    return finish_ranking(settings, spec, ds, scorer, arrivals, scored, skipped, started=started, stages=stages, neighbours=neighbours)

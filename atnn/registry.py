@@ -44,13 +44,17 @@ def register(db: Path, spec: DatasetSpec, report: "TrainReport") -> bool:
             )
             if promote:
                 con.execute("UPDATE models SET champion = false WHERE model_name = ?", [report.model_name])
+            # The training data window starts at the first event before the cut-off.
+            data_from = con.execute("SELECT min(ts) FROM events WHERE ts < ?", [report.as_of]).fetchall()[0][0]
             con.execute(
-                """INSERT INTO models VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                """INSERT INTO models (version, model_name, created_at, data_as_of, validation_auc, metrics,
+                                       artifact_path, checkpoint_path, feature_schema_hash, vocab_hash, champion, data_from)
+                   VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
                     report.version, report.model_name, report.as_of,
                     None if math.isnan(new_auc) else new_auc,
                     json.dumps(report.metrics()), str(Path(report.onnx_path).parent), report.checkpoint_dir,
-                    spec.schema_hash(), metadata["vocab_hash"], promote,
+                    spec.schema_hash(), metadata["vocab_hash"], promote, data_from,
                 ],
             )
             con.execute("COMMIT")

@@ -27,6 +27,8 @@ class Ranked:
     model_version: str
     ranked: pd.DataFrame
     skipped: pd.DataFrame
+    # Per user segment (ds is added on write): segment, item_id, score, rank; None when the model has none.
+    by_segment: pd.DataFrame | None = None
 
 
 class OnnxScorer:
@@ -87,6 +89,33 @@ class OnnxScorer:
         return scored, skipped.reset_index(drop=True)
 
 
+def rank_by_segment(metadata: dict, scored: pd.DataFrame) -> pd.DataFrame | None:
+    """Popularity of each scored item for each user segment of the model (None when it has none).
+
+    sigmoid(item_vector @ matrix[s] + offset[s]), with the segment head stored in metadata.json
+    (see artifacts.segment_head): O(segments) per item, on the exported item vectors.
+    """
+    head = metadata.get("segments") or {}
+    if not head.get("names"):
+        return None
+    columns = ["segment", "item_id", "score", "rank"]
+    if not len(scored):
+        return pd.DataFrame(columns=columns)
+    vectors = np.stack(scored["item_vector"].to_numpy()).astype(np.float64)
+    logits = vectors @ np.asarray(head["matrix"], dtype=np.float64).T + np.asarray(head["offset"], dtype=np.float64)
+    scores = 1.0 / (1.0 + np.exp(-logits))
+    frame = pd.DataFrame(
+        {
+            "segment": np.repeat(np.asarray(head["names"], dtype=object)[None, :], len(scored), 0).ravel(),
+            "item_id": np.repeat(scored["item_id"].to_numpy(), len(head["names"])),
+            "score": scores.ravel(),
+        }
+    )
+    frame = frame.sort_values(["segment", "score", "item_id"], ascending=[True, False, True], kind="stable")
+    frame["rank"] = frame.groupby("segment").cumcount().astype(np.int32) + 1
+    return frame[columns].reset_index(drop=True)
+
+
 def day_bounds(ds: date) -> tuple[datetime, datetime]:
     """[start, end) of a UTC calendar day."""
     start = datetime.combine(ds, time.min)
@@ -121,10 +150,13 @@ def rank_frame(scored: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
 
 
 def write_rankings(db: Path, result: Ranked, spec: DatasetSpec) -> int:
-    """Replace the day's rankings (and skipped items) in one transaction; other days are untouched."""
+    """Replace the day's rankings, segment rankings and skipped items in one transaction; other days are untouched."""
     ranked_at = datetime.now(timezone.utc).replace(tzinfo=None)
     rows = result.ranked.assign(ds=result.ds, model_version=result.model_version, ranked_at=ranked_at)
     skipped = result.skipped.assign(ds=result.ds, model_version=result.model_version, skipped_at=ranked_at)
+    by_segment = None
+    if result.by_segment is not None:
+        by_segment = result.by_segment.assign(ds=result.ds, model_version=result.model_version, ranked_at=ranked_at)
     with session(db) as con:
         ensure_schema(con, spec)
         con.register("new_rows", rows)
@@ -136,6 +168,14 @@ def write_rankings(db: Path, result: Ranked, spec: DatasetSpec) -> int:
                 """INSERT INTO rankings (ds, item_id, score, rank, model_version, title, category, listed_at, ranked_at)
                    SELECT ds, item_id, score, rank, model_version, title, category, listed_at, ranked_at FROM new_rows"""
             )
+            # A day ranked again by a model without segments leaves no stale segment rows behind.
+            con.execute("DELETE FROM rankings_by_segment WHERE ds = ?", [result.ds])
+            if by_segment is not None and len(by_segment):
+                con.register("new_segment_rows", by_segment)
+                con.execute(
+                    """INSERT INTO rankings_by_segment (ds, segment, item_id, score, rank, model_version, ranked_at)
+                       SELECT ds, segment, item_id, score, rank, model_version, ranked_at FROM new_segment_rows"""
+                )
             con.execute("DELETE FROM skipped_items WHERE ds = ?", [result.ds])
             con.execute(
                 """INSERT INTO skipped_items (ds, item_id, reason, model_version, skipped_at)

@@ -59,6 +59,37 @@ CREATE TABLE IF NOT EXISTS skipped_items (
     ds DATE NOT NULL, item_id {id_sql} NOT NULL, reason VARCHAR NOT NULL, model_version VARCHAR,
     skipped_at TIMESTAMP NOT NULL
 );
+-- "Popular for whom": one ranking per user segment (e.g. 'F|25-34'), written with `rankings`.
+CREATE TABLE IF NOT EXISTS rankings_by_segment (
+    ds DATE NOT NULL,
+    segment VARCHAR NOT NULL,
+    item_id {id_sql} NOT NULL,
+    score DOUBLE NOT NULL,
+    rank INTEGER NOT NULL,
+    model_version VARCHAR NOT NULL,
+    ranked_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (ds, segment, item_id)
+);
+""" + """
+-- The registry records the training data window [data_from, data_as_of) of each model.
+ALTER TABLE models ADD COLUMN IF NOT EXISTS data_from TIMESTAMP;
+-- The SQL surface (README, "Run it as a service"): atnn/similar.py and atnn/evaluate.py write these.
+CREATE TABLE IF NOT EXISTS similar_items (
+    ds DATE NOT NULL, item_id {id_sql} NOT NULL, neighbor_rank INTEGER NOT NULL, similar_item_id {id_sql} NOT NULL,
+    similar_title VARCHAR, similarity DOUBLE NOT NULL, model_version VARCHAR NOT NULL, computed_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (ds, item_id, neighbor_rank)
+);
+CREATE TABLE IF NOT EXISTS ranking_quality (
+    ds DATE NOT NULL, model_version VARCHAR NOT NULL, n_items INTEGER NOT NULL, spearman DOUBLE,
+    ndcg_at_10 DOUBLE, precision_at_10pct DOUBLE, evaluated_at TIMESTAMP NOT NULL,
+    grain VARCHAR NOT NULL,  -- 'day', or 'month' (ds = the month's first day, its ranked items pooled)
+    PRIMARY KEY (grain, ds, model_version)
+);
+CREATE VIEW IF NOT EXISTS latest_rankings AS
+    SELECT * FROM rankings WHERE ds = (SELECT max(ds) FROM rankings);
+CREATE MACRO IF NOT EXISTS top_new_arrivals(ds, k) AS TABLE
+    SELECT r.rank, r.item_id, r.title, r.category, r.score, r.model_version
+    FROM rankings r WHERE r.ds = CAST(ds AS DATE) AND r.rank <= k ORDER BY r.rank;
 """
 
 

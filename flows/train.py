@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from atnn import pipeline, store
+from atnn import evaluate, pipeline, store
 from flows.common import RETRY, as_dict, settings_for
+from flows.reporting import publish_train_artifacts
 
 
 @task(cache_policy=NO_CACHE, **RETRY)
@@ -58,9 +59,8 @@ def train(
         report.version, report.validation_auc_generator, report.validation_auc_encoder,
         report.onnx_max_abs_diff, report.promoted,
     )
-    create_table_artifact(
-        key="train-metrics",
-        table=[{"metric": k, "value": v} for k, v in report.metrics().items()],
-        description=f"model {report.model_name} {report.version}",
+    curve = evaluate.learning_curve_chart(
+        report.history, Path(report.checkpoint_dir) / "learning_curve.png", f"{report.model_name} {report.version}"
     )
+    publish_train_artifacts(report, curve)
     return as_dict(report)
