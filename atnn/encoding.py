@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from atnn.spec import DatasetSpec, FeatureSpec
 
@@ -88,6 +90,40 @@ def _values(series: pd.Series, feature: FittedFeature | FeatureSpec) -> pd.Serie
     return text.map(lambda v: [t.strip() for t in v.split(feature.separator) if t.strip()])
 
 
+def _text_arrow(column: pd.Series) -> pa.Array | None:
+    """The column as an Arrow string array (nulls kept), or None when it does not hold text only.
+
+    The vectorized encoders below run on it; anything else (numbers, mixed types) takes the pandas
+    path, whose string formatting of numbers Arrow's cast would not reproduce.
+    """
+    try:
+        array = pa.array(column, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return None
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_null(array.type):
+        return pa.nulls(len(array), pa.string())
+    if pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
+        array = array.cast(pa.string())
+    return array if pa.types.is_string(array.type) else None
+
+
+def _crc32_ids(values: pa.Array, buckets: int) -> np.ndarray:
+    """zlib.crc32(value) % buckets + 2 per value, OOV for null or empty; crc32 runs once per distinct value."""
+    encoded = pc.dictionary_encode(values).combine_chunks() if isinstance(values, pa.ChunkedArray) else pc.dictionary_encode(values)
+    distinct = encoded.dictionary.to_pylist()
+    table = np.array([zlib.crc32(v.encode()) % buckets + 2 if v else OOV for v in distinct] + [OOV], dtype=np.int64)
+    index = encoded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False)
+    return table[index]
+
+
+def _vocab_ids(values: pa.Array, vocab: pa.Array) -> np.ndarray:
+    """vocab index + 2 per value, OOV for null or unknown values."""
+    index = pc.index_in(values, value_set=vocab)
+    return (pc.add(index, 2).fill_null(OOV)).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def _fit_feature(spec: FeatureSpec, column: pd.Series) -> FittedFeature:
     fitted = FittedFeature(
         name=spec.name, side=spec.side, kind=spec.kind, hash_buckets=spec.hash_buckets,
@@ -122,6 +158,7 @@ class FeatureEncoder:
         self.stats_mean = np.asarray(stats_mean, dtype=np.float64)
         self.stats_std = np.asarray(stats_std, dtype=np.float64)
         self._index = {f.name: {t: i + 2 for i, t in enumerate(f.vocab)} for f in features}
+        self._vocab_arrow = {f.name: pa.array(f.vocab, pa.string()) for f in features}
 
     # ---- construction
     @classmethod
@@ -175,6 +212,10 @@ class FeatureEncoder:
             values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
             out = np.digitize(values, f.buckets) + 2
             return np.where(np.isfinite(values), out, OOV).astype(np.int64)
+        text = _text_arrow(column)
+        if text is not None:  # vectorized (Arrow): the same ids as the pandas path below
+            text = pc.utf8_trim_whitespace(text)
+            return _crc32_ids(text, f.hash_buckets) if f.hash_buckets else _vocab_ids(text, self._vocab_arrow[f.name])
         text = column.astype("string").str.strip()
         if f.hash_buckets:
             ids = text.fillna("").map(lambda v: zlib.crc32(v.encode()) % f.hash_buckets + 2 if v else OOV)
@@ -184,6 +225,9 @@ class FeatureEncoder:
     def _encode_sequence(self, f: FittedFeature, column: pd.Series) -> np.ndarray:
         n = len(column)
         out = np.zeros((n, f.max_len), dtype=np.int64)
+        text = _text_arrow(column)
+        if text is not None:
+            return self._encode_sequence_arrow(f, text, out)
         exploded = _values(column.reset_index(drop=True), f).explode().dropna()
         if exploded.empty:
             return out
@@ -196,6 +240,35 @@ class FeatureEncoder:
         else:
             ids = tokens.map(self._index[f.name]).fillna(OOV).to_numpy(dtype=np.int64)
         out[rows, position[keep]] = ids
+        return out
+
+    def _encode_sequence_arrow(self, f: FittedFeature, text: pa.Array, out: np.ndarray) -> np.ndarray:
+        """Vectorized `_encode_sequence` (Arrow): split, drop empty tokens, keep the first max_len."""
+        text = text.fill_null("")
+        if f.kind == "text_tokens":
+            # Words are runs of [a-z0-9]: turn every other run into one space, then split on spaces
+            # (the regex runs only on the rows that need it; most titles are words and spaces).
+            lower = pc.utf8_lower(text)
+            other = pc.invert(pc.match_substring_regex(lower, r"^[a-z0-9 ]*$"))
+            if pc.any(other).as_py():
+                fixed = pc.replace_substring_regex(lower.filter(other), r"[^a-z0-9]+", " ")
+                lower = pc.replace_with_mask(lower, other, fixed)
+            lists = pc.split_pattern(lower, " ")
+        else:
+            lists = pc.split_pattern(text, f.separator)
+        parents = pc.list_parent_indices(lists).to_numpy()
+        tokens = pc.list_flatten(lists)
+        if f.kind != "text_tokens":
+            tokens = pc.utf8_trim_whitespace(tokens)
+        nonempty = pc.greater(pc.utf8_length(tokens), 0).to_numpy(zero_copy_only=False)
+        parents = parents[nonempty]
+        tokens = tokens.filter(pa.array(nonempty))
+        # parents is sorted: a token's position is its offset from its row's first kept token.
+        position = np.arange(len(parents)) - np.searchsorted(parents, parents, side="left")
+        keep = position < f.max_len
+        tokens = tokens.filter(pa.array(keep))
+        ids = _crc32_ids(tokens, f.hash_buckets) if f.hash_buckets else _vocab_ids(tokens, self._vocab_arrow[f.name])
+        out[parents[keep], position[keep]] = ids
         return out
 
     def _encode_dense(self, f: FittedFeature, column: pd.Series) -> np.ndarray:
@@ -231,8 +304,12 @@ class FeatureEncoder:
         known = pd.Series(False, index=frame.index)
         for f in self.side("item"):
             column = frame[f.name]
+            text = _text_arrow(column) if f.kind != "numeric" else None
             if f.kind == "numeric":
                 known |= pd.to_numeric(column, errors="coerce").notna()
+            elif text is not None:  # vectorized: a non-null value that is not blank
+                blank = pc.equal(pc.utf8_trim_whitespace(text), "").fill_null(True)
+                known |= ~blank.to_numpy(zero_copy_only=False)
             else:
                 known |= column.notna() & (column.astype("string").str.strip() != "")
         return known

@@ -33,6 +33,16 @@ def feast_reader(settings: Settings, spec: DatasetSpec):
     return read
 
 
+def ranking_reader(settings: Settings, spec: DatasetSpec):
+    """The ranking's bulk profile read: Feast's point-in-time join run by DuckDB on the feature
+    views' sources (store.point_in_time_features; benchmarks/speed.md has the measured options)."""
+
+    def read(entities: pd.DataFrame, service: str) -> pd.DataFrame:
+        return store.point_in_time_features(settings, spec, entities, service)
+
+    return read
+
+
 def retry_if_transient(task, task_run, state) -> bool:
     """Prefect retry condition: retry a locked file or busy store; fail at once on anything else."""
     try:

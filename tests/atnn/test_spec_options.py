@@ -94,7 +94,8 @@ MOVIELENS_COLUMNS = {"genres", "year", "decade", "age_band", "gender", "occupati
 
 
 def test_nothing_downstream_names_a_movielens_column():
-    downstream = [p for p in (ROOT / "atnn").glob("*.py") if p.name != "readers.py"]
+    # readers.py maps MovieLens files; synth.py writes its own SYNTHETIC canonical folder: both are upstream.
+    downstream = [p for p in (ROOT / "atnn").glob("*.py") if p.name not in ("readers.py", "synth.py")]
     downstream += [*(ROOT / "flows").glob("*.py"), *(ROOT / "features").glob("*.py")]
     found = []
     for path in downstream:
