@@ -9,7 +9,7 @@ export ATNN_DATA_DIR ?= $(abspath ../shared/datasets)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(abspath var/prefect)
 
-.PHONY: venv demo test clean bench-readers serve stop bench-quality bench-quality-quick
+.PHONY: venv demo test clean bench-readers serve stop bench-quality bench-quality-quick bench-speed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench-quality: venv
 
 bench-quality-quick: venv
 	$(PY) -m atnn.benchmark --quick
+
+# Speed (README, "Scale"): a SYNTHETIC 1M-user, 1M-item, 50M-event shop in var/synth (made once),
+# then each stage in its own process, medians of 3 runs -> benchmarks/speed.json and .md.
+# STAGES=daily_rank_1m,dask (say) measures only those and keeps the others' figures.
+bench-speed: venv
+	$(PY) -m atnn.speed $(if $(STAGES),--stages $(STAGES))
 
 clean:
 	rm -rf var onnx/atnn-*

@@ -9,7 +9,7 @@
   embedding, and a meta-generator maps the profile to an ID embedding for new arrivals. Trained
   like Algorithm 1: one step on the warm loss (base model), one on the cold loss (meta-generator).
 - `GBDTProfile`: LightGBM on the same user + item-profile inputs (categorical codes, numbers,
-  multi-hot genres and title tokens as a sparse matrix).
+  multi-hot multi-valued categories and title tokens as a sparse matrix).
 
 All neural baselines are trained by `fit_click_model` with early stopping on validation AUC.
 No Prefect or Feast here.

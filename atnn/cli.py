@@ -148,6 +148,20 @@ def cmd_bench_readers(args: argparse.Namespace) -> int:
     return 0 if report.reader_failures == 0 and report.torn_reads == 0 else 1
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from atnn.synth import generate
+
+    started = time.perf_counter()
+    summary = generate(Path(args.out), users=args.users, items=args.items, days=args.days, seed=args.seed,
+                       events=args.events, arrivals=args.arrivals)
+    print(json.dumps(summary, indent=2))
+    print(f"SYNTHETIC shop written to {Path(args.out).resolve()} in {time.perf_counter() - started:.1f} s "
+          f"(load it with: atnn ingest --dataset {Path(args.out).resolve() / 'spec.yaml'} --source {Path(args.out).resolve()})")
+    return 0
+
+
 def _service(args: argparse.Namespace):
     from atnn.service import Service
 
@@ -229,6 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=int(os.environ.get("ATNN_PREFECT_PORT", "4200")))
         p.set_defaults(func=func)
 
+    p = sub.add_parser("synth", help="write a SYNTHETIC e-commerce shop in the canonical format (scale tests)")
+    p.add_argument("--users", type=int, required=True)
+    p.add_argument("--items", type=int, required=True, help="catalogue items listed over --days")
+    p.add_argument("--days", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--events", type=int, default=None, help="events in all (default: 50 per user)")
+    p.add_argument("--arrivals", type=int, default=0, help="new arrivals of the day after --days, as a daily drop")
+    p.add_argument("--out", default="var/synth/shop", help="output folder (spec.yaml, Parquet files, drops/)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("bench-speed", add_help=False, help="speed benchmark on SYNTHETIC data (python -m atnn.speed --help)")
+    p.set_defaults(func=lambda a: __import__("atnn.speed", fromlist=["main"]).main([]))
+
     p = sub.add_parser("bench-quality", add_help=False,
                        help="ranking-quality benchmark of every model (python -m atnn.benchmark --help)")
     p.set_defaults(func=lambda a: __import__("atnn.benchmark", fromlist=["main"]).main([]))  # main() forwards options
@@ -246,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         from atnn.benchmark import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["bench-speed"]:  # its own options: python -m atnn.speed --help
+        from atnn.speed import main as speed_main
+
+        return speed_main(argv[1:])
     args = build_parser().parse_args(argv)
     user_errors = _user_errors()
     try:

@@ -181,7 +181,7 @@ def mean_user_vector(model: ATNN, data: TrainingData, k: int) -> tuple[torch.Ten
 
 def segment_user_vectors(model: ATNN, data: TrainingData, users: pd.DataFrame, fields: list[str]) -> tuple[list[str], torch.Tensor]:
     """One mean user vector per segment ("popular for whom"): the users of `data` grouped by the
-    values of `fields` (e.g. gender x age band), named like 'F|25-34'; sorted by name."""
+    values of `fields` (e.g. the user's sex x age band), named like 'F|25-34'; sorted by name."""
     profile = users.drop_duplicates("user_id").set_index("user_id").reindex(data.user_ids)
     labels = profile[list(fields)].astype("string").fillna("?").agg("|".join, axis=1).to_numpy()
     vectors = user_vectors(model, data.user_inputs)
