@@ -260,11 +260,13 @@ class FeatureEncoder:
         tokens = pc.list_flatten(lists)
         if f.kind != "text_tokens":
             tokens = pc.utf8_trim_whitespace(tokens)
-        nonempty = pc.greater(pc.utf8_length(tokens), 0).to_numpy(zero_copy_only=False)
-        parents = parents[nonempty]
-        tokens = tokens.filter(pa.array(nonempty))
+        nonempty = pc.greater(pc.binary_length(tokens), 0).to_numpy(zero_copy_only=False)
+        if not nonempty.all():
+            parents = parents[nonempty]
+            tokens = tokens.filter(pa.array(nonempty))
         # parents is sorted: a token's position is its offset from its row's first kept token.
-        position = np.arange(len(parents)) - np.searchsorted(parents, parents, side="left")
+        starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]]) if len(parents) else np.zeros(0, np.int64)
+        position = np.arange(len(parents)) - np.repeat(starts, np.diff(np.r_[starts, len(parents)]))
         keep = position < f.max_len
         tokens = tokens.filter(pa.array(keep))
         ids = _crc32_ids(tokens, f.hash_buckets) if f.hash_buckets else _vocab_ids(tokens, self._vocab_arrow[f.name])

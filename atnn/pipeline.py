@@ -239,6 +239,8 @@ def score_arrivals(
     as_of: datetime,
     read_features: FeatureReader,
     stages: dict[str, float] | None = None,
+    *,
+    keep_vectors: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Profiles of `arrivals` as of `as_of` in one bulk read, scored in batches: (scored, skipped).
 
@@ -254,7 +256,10 @@ def score_arrivals(
     else:
         profiles = arrivals
     t1 = time.perf_counter()
-    scored, skipped = scorer.score(profiles) if len(profiles) else (profiles.assign(score=[]), profiles[["item_id"]].assign(reason=[]))
+    if len(profiles):
+        scored, skipped = scorer.score(profiles, keep_vectors=keep_vectors)
+    else:
+        scored, skipped = profiles.assign(score=[]), profiles[["item_id"]].assign(reason=[])
     stages["feature_read_s"] = stages.get("feature_read_s", 0.0) + t1 - t0
     stages["scoring_s"] = stages.get("scoring_s", 0.0) + time.perf_counter() - t1
     return scored, skipped
@@ -324,5 +329,6 @@ def rank_day(
     if arrivals is None:
         arrivals = new_arrivals(settings.paths.db, ds)
     stages["arrivals_s"] = time.perf_counter() - started
-    scored, skipped = score_arrivals(scorer, arrivals, ranking_time(ds, arrivals), read_features, stages)
+    scored, skipped = score_arrivals(scorer, arrivals, ranking_time(ds, arrivals), read_features, stages,
+                                     keep_vectors=neighbours or scorer.has_segments)
     return finish_ranking(settings, spec, ds, scorer, arrivals, scored, skipped, started=started, stages=stages, neighbours=neighbours)

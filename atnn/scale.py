@@ -194,15 +194,13 @@ def score_partition(
     """Read and score one partition of the arrivals; drop the item vectors unless needed (they are
     the bulk of what a worker would send back)."""
     stages: dict[str, float] = {}
-    scored, skipped = score_arrivals(scorer, arrivals, as_of, read_features, stages)
-    if not keep_vectors and "item_vector" in scored:
-        scored = scored.drop(columns="item_vector")
+    scored, skipped = score_arrivals(scorer, arrivals, as_of, read_features, stages, keep_vectors=keep_vectors)
     return scored, skipped, stages
 
 
 def needs_vectors(scorer: OnnxScorer, neighbours: bool) -> bool:
     """Whether the write step needs the item vectors: for similar_items or segment rankings."""
-    return neighbours or bool((scorer.metadata.get("segments") or {}).get("names"))
+    return neighbours or scorer.has_segments
 
 
 def concat_partitions(parts: list[tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:

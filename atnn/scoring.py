@@ -6,13 +6,18 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from atnn.encoding import FeatureEncoder
 from atnn.spec import DatasetSpec
 from atnn.warehouse import ensure_schema, session
+
+
+ARROW_STRING = pd.ArrowDtype(pa.string())
 
 
 class SchemaMismatch(ValueError):
@@ -77,15 +82,25 @@ class OnnxScorer:
             return np.zeros((0, dim), np.float32), np.zeros(0, np.float32)
         return np.concatenate(vectors), np.concatenate(scores)
 
-    def score(self, profiles: pd.DataFrame, batch_size: int = 65536) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Popularity of each item with a usable profile; the others are returned as skipped with a reason."""
+    @property
+    def has_segments(self) -> bool:
+        return bool((self.metadata.get("segments") or {}).get("names"))
+
+    def score(self, profiles: pd.DataFrame, batch_size: int = 65536, *, keep_vectors: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Popularity of each item with a usable profile; the others are returned as skipped with a reason.
+
+        `keep_vectors`: add the generated vectors as column `item_vector` (for similar items and
+        segment rankings); a million of them cost a Python object each, so callers that need
+        neither say False.
+        """
         usable = self.encoder.usable(profiles)
         skipped = profiles.loc[~usable, ["item_id"]].assign(reason="no usable profile: every item profile field is missing")
-        good = profiles.loc[usable].reset_index(drop=True)
+        good = profiles if usable.all() else profiles.loc[usable].reset_index(drop=True)
         inputs = self.encoder.encode(good, "item")
         vectors, scores = self.run(inputs, batch_size)
         scored = good.assign(score=scores.astype(np.float64))
-        scored["item_vector"] = list(vectors)
+        if keep_vectors:
+            scored["item_vector"] = list(vectors)
         return scored, skipped.reset_index(drop=True)
 
 
@@ -134,23 +149,35 @@ def new_arrivals(db: Path, ds: date) -> pd.DataFrame:
 
 def rank_frame(scored: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """Rank by score (ties by item id), with the fields a user wants to see."""
+    def text(field: str | None) -> pd.Series | Any:
+        # A day with no new arrivals has no profile columns at all. Text stays Arrow-backed (no Python
+        # object per value), which DuckDB then reads without conversion.
+        if field not in scored:
+            return pd.NA
+        column = scored[field]
+        return column if column.dtype == ARROW_STRING else column.astype("string").astype(ARROW_STRING)
+
+    # Best score first, ties by item id.
+    order = np.lexsort((scored["item_id"].to_numpy(), -scored["score"].to_numpy(dtype=np.float64)))
     out = pd.DataFrame(
         {
             "item_id": scored["item_id"],
             "score": scored["score"],
-            # A day with no new arrivals has no profile columns at all.
-            "title": scored[spec.title_field].astype("string") if spec.title_field in scored else pd.NA,
-            "category": scored[spec.category_field].astype("string") if spec.category_field in scored else pd.NA,
+            "title": text(spec.title_field),
+            "category": text(spec.category_field),
             "listed_at": pd.to_datetime(scored["listed_at"]).dt.tz_localize(None) if "listed_at" in scored else pd.NaT,
         }
     )
-    out = out.sort_values(["score", "item_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    out = out.take(order).reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1, dtype=np.int32)
     return out
 
 
 def write_rankings(db: Path, result: Ranked, spec: DatasetSpec) -> int:
     """Replace the day's rankings, segment rankings and skipped items in one transaction; other days are untouched."""
+    duplicated = result.ranked["item_id"].duplicated()
+    if duplicated.any():  # the table has no key index (speed): refuse here instead
+        raise ValueError(f"ranking of {result.ds} lists items more than once: {result.ranked.loc[duplicated, 'item_id'].head(5).tolist()}")
     ranked_at = datetime.now(timezone.utc).replace(tzinfo=None)
     rows = result.ranked.assign(ds=result.ds, model_version=result.model_version, ranked_at=ranked_at)
     skipped = result.skipped.assign(ds=result.ds, model_version=result.model_version, skipped_at=ranked_at)
@@ -159,7 +186,8 @@ def write_rankings(db: Path, result: Ranked, spec: DatasetSpec) -> int:
         by_segment = result.by_segment.assign(ds=result.ds, model_version=result.model_version, ranked_at=ranked_at)
     with session(db) as con:
         ensure_schema(con, spec)
-        con.register("new_rows", rows)
+        # An Arrow table: DuckDB scans it directly (a pandas frame of a million rows costs seconds).
+        con.register("new_rows", pa.Table.from_pandas(rows, preserve_index=False))
         con.register("new_skipped", skipped)
         con.execute("BEGIN TRANSACTION")
         try:

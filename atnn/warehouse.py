@@ -39,8 +39,9 @@ CREATE TABLE IF NOT EXISTS rankings (
     title VARCHAR,
     category VARCHAR,
     listed_at TIMESTAMP,
-    ranked_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (ds, item_id)
+    ranked_at TIMESTAMP NOT NULL
+    -- No PRIMARY KEY (ds, item_id): its index tripled the cost of replacing a day of 1M items.
+    -- write_rankings checks that a day's item ids are unique before its one transaction.
 );
 CREATE TABLE IF NOT EXISTS models (
     version VARCHAR PRIMARY KEY,
@@ -67,8 +68,7 @@ CREATE TABLE IF NOT EXISTS rankings_by_segment (
     score DOUBLE NOT NULL,
     rank INTEGER NOT NULL,
     model_version VARCHAR NOT NULL,
-    ranked_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (ds, segment, item_id)
+    ranked_at TIMESTAMP NOT NULL  -- unique (ds, segment, item_id): checked like rankings
 );
 """ + """
 -- The registry records the training data window [data_from, data_as_of) of each model.
