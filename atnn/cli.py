@@ -122,7 +122,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from atnn.warehouse import read_sql
 
     settings = load_settings(home=args.home)
-    print(read_sql(settings.paths.db, args.query).to_string(index=False))
+    result = read_sql(settings.paths.db, args.query)
+    print(result.to_string(index=False) if len(result) else f"(no rows; columns: {', '.join(map(str, result.columns))})")
     return 0
 
 
@@ -269,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _quiet_library_noise()
     if argv[:1] == ["bench-quality"]:  # its own options: python -m atnn.benchmark --help
         from atnn.benchmark import main as bench_main
 
@@ -293,6 +295,16 @@ def main(argv: list[str] | None = None) -> int:
         # already logged the failed run, if there was one).
         print(f"atnn {args.command}: error: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
+
+
+def _quiet_library_noise() -> None:
+    """Warnings a user cannot act on: ibis's deprecation notices inside Feast, and the ONNX exporter's
+    note that torchvision (which atnn does not use) is not installed."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
