@@ -477,11 +477,17 @@ def _fmt(entry: dict[str, Any], key: str, std: bool = False) -> str:
     return f"{mean:.3f}"
 
 
-def markdown(results: dict[str, Any], config: BenchConfig, seconds: float) -> str:
+def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_seconds: float = float("nan"),
+             cached: int = 0) -> str:
+    timing = f"{seconds / 60:.1f} min wall"
+    if cached:
+        timing += f", {cached} of the dataset/seed tasks read from the cache"
+    if np.isfinite(task_seconds):
+        timing += f"; the tasks' own run time {task_seconds / 60:.1f} min in all (2 at a time)"
     lines = [
         "# Ranking quality of new arrivals",
         "",
-        f"Written by `make bench-quality` (profile `{config.name}`, seeds {list(config.seeds)}, {seconds / 60:.1f} min); "
+        f"Written by `make bench-quality` (profile `{config.name}`, seeds {list(config.seeds)}, {timing}); "
         "protocol: `../shared/PROTOCOL.md`. AUC: new-arrival CTR AUC (mean ± std over seeds). Popularity of test "
         f"items with >= {config.min_events} events against the smoothed positive rate (ctr) and volume: "
         "Spearman, NDCG@10/@50, precision@10%. `*`: uses post-arrival information (the ceiling).",
@@ -588,7 +594,10 @@ def run(config: BenchConfig, *, output: Path, data_dir: str | None, cache_dir: P
         report.setdefault(dataset, {})[split] = aggregate(per_seed)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(_clean(report), indent=2) + "\n", encoding="utf-8")
-    output.with_suffix(".md").write_text(markdown(report, config, time.perf_counter() - started), encoding="utf-8")
+    task_seconds = float(sum(v["extras"].get("seconds", 0.0) for v in results.values()))
+    cached = len(tasks) - len(pending)
+    output.with_suffix(".md").write_text(markdown(report, config, time.perf_counter() - started, task_seconds, cached),
+                                         encoding="utf-8")
     return report
 
 
