@@ -30,7 +30,7 @@ from atnn.config import ModelConfig, TrainConfig
 from atnn.encoding import FeatureEncoder, FittedFeature
 from atnn.metrics import auc
 from atnn.model import MLP, Inputs, Interaction, SparseArch, Tower
-from atnn.train import TrainingData, seed_everything
+from atnn.train import EarlyStopping, TrainingData, seed_everything
 
 
 @dataclass
@@ -213,25 +213,17 @@ def fit_click_model(model: ClickModel, train: TrainingData, validation: Training
         torch.set_num_threads(config.threads)
     optimizers = model.optimizers(config)
     rng = np.random.default_rng(config.seed)
-    best_auc, best_epoch, best_state, since_best = float("nan"), 0, None, 0
+    stopper = EarlyStopping(config.patience)
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = rng.permutation(len(train))
         for start in range(0, len(order), config.batch_size):
             model.train_step(event_batch(train, order[start : start + config.batch_size]), optimizers)
-        score = auc(validation.label, predict_cold(model, validation))
-        if np.isnan(best_auc) or score > best_auc:
-            best_auc, best_epoch, since_best = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            since_best += 1
-            if since_best >= config.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return ClickFit(model, best_epoch, best_auc, time.perf_counter() - started)
+        if stopper.update(model, epoch, auc(validation.label, predict_cold(model, validation))):
+            break
+    stopper.restore(model)
+    return ClickFit(model, stopper.best_epoch, stopper.best_auc, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- gradient-boosted trees

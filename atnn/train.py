@@ -217,6 +217,45 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
+def _start_training(encoder: FeatureEncoder, model_config: ModelConfig, train_config: TrainConfig) -> tuple[ATNN, "Algorithm1", np.random.Generator]:
+    """Seeded model, its Algorithm 1 optimizers and the shuffling generator (fit and fit_stream)."""
+    seed_everything(train_config.seed)
+    if train_config.threads:
+        torch.set_num_threads(train_config.threads)
+    model = ATNN.build(encoder.side("item"), encoder.side("user"), len(encoder.stats), model_config)
+    return model, Algorithm1(model, train_config), np.random.default_rng(train_config.seed)
+
+
+class EarlyStopping:
+    """Keeps the model state of the best validation AUC and says when `patience` epochs in a row
+    brought no improvement. An epoch without a score (no validation set) keeps no state."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_auc = float("nan")
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.since_best = 0
+
+    def update(self, model: torch.nn.Module, epoch: int, score: float) -> bool:
+        """Record this epoch's score; True when training should stop."""
+        if np.isnan(score):
+            self.best_state, self.best_epoch = None, epoch
+            return False
+        if np.isnan(self.best_auc) or score > self.best_auc:
+            self.best_auc, self.best_epoch, self.since_best = score, epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.since_best += 1
+        return self.since_best >= self.patience
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Load the best state (if any) and leave the model in eval mode."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        model.eval()
+
+
 def fit(
     train: TrainingData,
     validation: TrainingData | None,
@@ -227,15 +266,9 @@ def fit(
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> FitResult:
     """Train with Algorithm 1; keep the epoch with the best generator AUC on validation."""
-    seed_everything(train_config.seed)
-    if train_config.threads:
-        torch.set_num_threads(train_config.threads)
-    model = ATNN.build(encoder.side("item"), encoder.side("user"), len(encoder.stats), model_config)
-    algorithm = Algorithm1(model, train_config)
-    rng = np.random.default_rng(train_config.seed)
+    model, algorithm, rng = _start_training(encoder, model_config, train_config)
     result = FitResult(model=model)
-    best_state = None
-    since_best = 0
+    stopper = EarlyStopping(train_config.patience)
     started = time.perf_counter()
     for epoch in range(1, train_config.epochs + 1):
         model.train()
@@ -258,21 +291,11 @@ def fit(
         )
         if on_epoch:
             on_epoch(record)
-        score = record.val_auc_generated
-        if validation is None or np.isnan(score):
-            best_state, result.best_epoch = None, epoch
-            continue
-        if np.isnan(result.best_val_auc) or score > result.best_val_auc:
-            result.best_val_auc, result.best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            since_best = 0
-        else:
-            since_best += 1
-            if since_best >= train_config.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
+        stop = stopper.update(model, epoch, record.val_auc_generated if validation is not None else float("nan"))
+        result.best_val_auc, result.best_epoch = stopper.best_auc, stopper.best_epoch
+        if stop:
+            break
+    stopper.restore(model)
     result.train_seconds = time.perf_counter() - started
     return result
 
@@ -354,14 +377,9 @@ def fit_stream(
     the log should not be sorted by item (an event log in time order is fine). `max_events` stops
     each pass after that many events. Early stopping on the generator's validation AUC as in `fit`.
     """
-    seed_everything(train_config.seed)
-    if train_config.threads:
-        torch.set_num_threads(train_config.threads)
-    model = ATNN.build(encoder.side("item"), encoder.side("user"), len(encoder.stats), model_config)
-    algorithm = Algorithm1(model, train_config)
-    rng = np.random.default_rng(train_config.seed)
+    model, algorithm, rng = _start_training(encoder, model_config, train_config)
     result = StreamFitResult(model=model)
-    best_state, since_best, step_seconds = None, 0, 0.0
+    stopper, step_seconds = EarlyStopping(train_config.patience), 0.0
     started = time.perf_counter()
     for epoch in range(1, train_config.epochs + 1):
         model.train()
@@ -396,21 +414,11 @@ def fit_stream(
                  epoch, seen, record.l_i, record.l_g, record.l_s, record.val_auc_generated)
         if on_epoch:
             on_epoch(record)
-        score = record.val_auc_generated
-        if validation is None or np.isnan(score):
-            best_state, result.best_epoch = None, epoch
-            continue
-        if np.isnan(result.best_val_auc) or score > result.best_val_auc:
-            result.best_val_auc, result.best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            since_best = 0
-        else:
-            since_best += 1
-            if since_best >= train_config.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
+        stop = stopper.update(model, epoch, record.val_auc_generated if validation is not None else float("nan"))
+        result.best_val_auc, result.best_epoch = stopper.best_auc, stopper.best_epoch
+        if stop:
+            break
+    stopper.restore(model)
     result.train_seconds = time.perf_counter() - started
     result.events_per_s = result.events_seen / step_seconds if step_seconds > 0 else float("nan")
     return result
