@@ -226,6 +226,23 @@ def _start_training(encoder: FeatureEncoder, model_config: ModelConfig, train_co
     return model, Algorithm1(model, train_config), np.random.default_rng(train_config.seed)
 
 
+def _close_epoch(model: ATNN, validation: "TrainingData | None", record: EpochRecord, result, stopper: "EarlyStopping",
+                 on_epoch: Callable[[EpochRecord], None] | None, what: str) -> bool:
+    """End of an epoch in fit and fit_stream: validation AUCs, history, log, callback, early stopping.
+    True when training should stop."""
+    if validation is not None and len(validation):
+        record.val_auc_generated = auc(validation.label, predict(model, validation, generated=True))
+        record.val_auc_encoded = auc(validation.label, predict(model, validation, generated=False))
+    result.history.append(record)
+    log.info("epoch %d%s: L_i %.4f L_g %.4f L_s %.4f, validation AUC generator %.4f encoder %.4f",
+             record.epoch, what, record.l_i, record.l_g, record.l_s, record.val_auc_generated, record.val_auc_encoded)
+    if on_epoch:
+        on_epoch(record)
+    stop = stopper.update(model, record.epoch, record.val_auc_generated if validation is not None else float("nan"))
+    result.best_val_auc, result.best_epoch = stopper.best_auc, stopper.best_epoch
+    return stop
+
+
 class EarlyStopping:
     """Keeps the model state of the best validation AUC and says when `patience` epochs in a row
     brought no improvement. An epoch without a score (no validation set) keeps no state."""
@@ -281,19 +298,7 @@ def fit(
             sums += (losses.l_i, losses.l_g, losses.l_s)
             steps += 1
         record = EpochRecord(epoch, *(sums / max(steps, 1)), train_seconds=time.perf_counter() - t0)
-        if validation is not None and len(validation):
-            record.val_auc_generated = auc(validation.label, predict(model, validation, generated=True))
-            record.val_auc_encoded = auc(validation.label, predict(model, validation, generated=False))
-        result.history.append(record)
-        log.info(
-            "epoch %d: L_i %.4f L_g %.4f L_s %.4f, validation AUC generator %.4f encoder %.4f",
-            epoch, record.l_i, record.l_g, record.l_s, record.val_auc_generated, record.val_auc_encoded,
-        )
-        if on_epoch:
-            on_epoch(record)
-        stop = stopper.update(model, epoch, record.val_auc_generated if validation is not None else float("nan"))
-        result.best_val_auc, result.best_epoch = stopper.best_auc, stopper.best_epoch
-        if stop:
+        if _close_epoch(model, validation, record, result, stopper, on_epoch, ""):
             break
     stopper.restore(model)
     result.train_seconds = time.perf_counter() - started
@@ -406,17 +411,7 @@ def fit_stream(
         record = EpochRecord(epoch, *(sums / max(steps, 1)), train_seconds=time.perf_counter() - t0)
         step_seconds += record.train_seconds
         result.user_events = user_events
-        if validation is not None and len(validation):
-            record.val_auc_generated = auc(validation.label, predict(model, validation, generated=True))
-            record.val_auc_encoded = auc(validation.label, predict(model, validation, generated=False))
-        result.history.append(record)
-        log.info("epoch %d (streamed, %d events): L_i %.4f L_g %.4f L_s %.4f, validation AUC generator %.4f",
-                 epoch, seen, record.l_i, record.l_g, record.l_s, record.val_auc_generated)
-        if on_epoch:
-            on_epoch(record)
-        stop = stopper.update(model, epoch, record.val_auc_generated if validation is not None else float("nan"))
-        result.best_val_auc, result.best_epoch = stopper.best_auc, stopper.best_epoch
-        if stop:
+        if _close_epoch(model, validation, record, result, stopper, on_epoch, f" (streamed, {seen} events)"):
             break
     stopper.restore(model)
     result.train_seconds = time.perf_counter() - started
