@@ -231,14 +231,18 @@ def fit_click_model(model: ClickModel, train: TrainingData, validation: Training
 
 def profile_matrix(encoder: FeatureEncoder, item_inputs: dict[str, np.ndarray], user_inputs: dict[str, np.ndarray],
                    item_rows: np.ndarray, user_rows: np.ndarray) -> tuple[sp.csr_matrix, list[int]]:
-    """Event rows as a sparse matrix: categorical codes (as LightGBM categoricals), numbers, multi-hots."""
+    """Event rows as a sparse matrix: categorical codes (as LightGBM categoricals), numbers, multi-hots,
+    text embeddings."""
     blocks: list[sp.csr_matrix] = []
     categorical: list[int] = []
     column = 0
     for side, inputs, rows in (("item", item_inputs, item_rows), ("user", user_inputs, user_rows)):
         for f in encoder.side(side):
             x = inputs[f.name][rows]
-            if f.is_dense:
+            if f.kind == "text_embedding":  # every number of the embedding is a column
+                blocks.append(sp.csr_matrix(x.astype(np.float32)))
+                column += x.shape[1]
+            elif f.is_dense:
                 values = np.where(x[:, 1:] > 0, np.nan, x[:, :1])  # missing stays missing for the trees
                 blocks.append(sp.csr_matrix(values.astype(np.float32)))
                 column += 1

@@ -33,6 +33,7 @@ from atnn.encoding import FeatureEncoder
 from atnn.metrics import auc, ranking_report, spearman
 from atnn.model import ATNN
 from atnn.spec import DatasetSpec, load_spec
+from atnn.text import MODELS as TEXT_MODELS
 from atnn.train import TrainingData, build_training_data, fit, predict, segment_user_vectors, top_active_users, user_vectors
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ MODELS = (
 # Models that use information a new arrival does not have.
 POST_ARRIVAL = {"atnn_encoder_oracle"}
 DATASETS = {"ml-100k": "random-item", "ml-latest-small": "temporal"}
+TEXT_EMBEDDING_MODEL = next(iter(TEXT_MODELS))
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class BenchConfig:
     lambda_seeds: tuple[int, ...] = (0,)
     prior_events: float = 10.0
     min_events: int = 5
+    # Also train atnn and gbdt_profile with the title's pretrained embedding switched (atnn.text).
+    title_embedding: bool = True
     datasets: tuple[tuple[str, str], ...] = tuple(DATASETS.items())
 
     def key(self) -> str:
@@ -325,7 +329,8 @@ def run_gbdt(prepared: Prepared, config: BenchConfig, seed: int) -> dict[str, An
                                     np.repeat(rows, len(top)), np.tile(top, len(rows)))
     popularity = model.predict_matrix(x).reshape(len(rows), len(top)).mean(1)
     return evaluate(prepared, model.predict(prepared.test), popularity, model.train_seconds) | {
-        "best_iteration": int(model.booster.best_iteration)}
+        "best_iteration": int(model.booster.best_iteration),
+        "val_auc": auc(prepared.validation.label, model.predict(prepared.validation))}
 
 
 def run_prior(prepared: Prepared) -> dict[str, Any]:
@@ -369,6 +374,42 @@ def lambda_sensitivity(prepared: Prepared, config: BenchConfig, seed: int, known
     return out
 
 
+def toggle_title_embedding(spec: DatasetSpec) -> tuple[DatasetSpec, bool] | None:
+    """The spec with the title's pretrained embedding switched (on if off, off if on), and whether the
+    switched spec has it; None when the dataset has no text title."""
+    title = next((f for f in spec.item_features if f.name == spec.title_field and f.kind == "text_tokens"), None)
+    if title is None:
+        return None
+    switched = replace(title, embedding="" if title.embedding else TEXT_EMBEDDING_MODEL)
+    features = tuple(switched if f.name == title.name else f for f in spec.item_features)
+    return replace(spec, item_features=features), bool(switched.embedding)
+
+
+def title_embedding_comparison(tables: protocol.Tables, prepared: Prepared, config: BenchConfig, seed: int,
+                               known: dict[str, Any]) -> dict[str, Any] | None:
+    """atnn and gbdt_profile with and without the title's pretrained sentence embedding (validation and
+    test AUC): the spec's own setting is reused from the main run, the other one is trained here."""
+    toggled = toggle_title_embedding(prepared.spec)
+    if toggled is None:
+        return None
+    spec, has_embedding = toggled
+    other = prepare(tables, spec, prepared.split.name, seed, config)
+    info, model, _ = run_atnn(other, config, seed)
+    gbdt = baselines.GBDTProfile(other.encoder, seed).fit(other.train, other.validation)
+    switched = {
+        "atnn": {"val_auc": info["val_auc"], "test_auc": auc(other.test.label, predict(model, other.test))},
+        "gbdt_profile": {"val_auc": auc(other.validation.label, gbdt.predict(other.validation)),
+                         "test_auc": auc(other.test.label, gbdt.predict(other.test))},
+    }
+    gbdt_val = known["gbdt_profile"].get("val_auc", float("nan"))
+    own = {
+        "atnn": {"val_auc": known["atnn"]["val_auc"], "test_auc": known["atnn"]["auc"]},
+        "gbdt_profile": {"val_auc": gbdt_val, "test_auc": known["gbdt_profile"]["auc"]},
+    }
+    return {"spec_has_embedding": not has_embedding, "model": TEXT_EMBEDDING_MODEL,
+            "with": switched if has_embedding else own, "without": own if has_embedding else switched}
+
+
 def run_seed(dataset: str, split: str, seed: int, config: BenchConfig, data_dir: str | None) -> dict[str, Any]:
     """Every model on one dataset, split and seed (in a fresh temporary warehouse)."""
     torch.set_num_threads(config.train.threads or 1)
@@ -397,6 +438,9 @@ def run_seed(dataset: str, split: str, seed: int, config: BenchConfig, data_dir:
     step("atnn family", lambda: atnn_family(prepared, config, seed, out, extras))
     if seed in config.lambda_seeds:
         step("lambda grid", lambda: extras.update(lambda_sensitivity=lambda_sensitivity(prepared, config, seed, out)))
+    if config.title_embedding:
+        step("title embedding on/off", lambda: extras.update(
+            title_embedding=title_embedding_comparison(tables, prepared, config, seed, out)))
     extras["seconds"] = time.perf_counter() - started
     return {"models": out, "extras": extras}
 
@@ -458,6 +502,16 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         atnn["lambda_sensitivity"] = {"seeds": sorted(lambdas), "by_lambda": {
             lam: {key: float(np.mean([lambdas[s][lam][key] for s in lambdas])) for key in ("val_auc", "test_auc")}
             for lam in next(iter(lambdas.values()))}}
+    titles = [per_seed[s]["extras"].get("title_embedding") for s in seeds]
+    if titles and all(titles):
+        atnn["title_embedding"] = {
+            "model": titles[0]["model"], "spec_has_embedding": titles[0]["spec_has_embedding"], "seeds": seeds,
+            **{side: {m: {key: float(np.mean([t[side][m][key] for t in titles])) for key in ("val_auc", "test_auc")}
+                      | {"val_auc_seeds": [float(t[side][m]["val_auc"]) for t in titles],
+                         "test_auc_seeds": [float(t[side][m]["test_auc"]) for t in titles]}
+                      for m in ("atnn", "gbdt_profile")}
+               for side in ("with", "without")},
+        }
     two_tower, oracle = out["two_tower_profile"]["auc_mean"], out["atnn_encoder_oracle"]["auc_mean"]
     atnn["gap_closed"] = (atnn["auc_mean"] - two_tower) / (oracle - two_tower) if oracle != two_tower else float("nan")
     rivals = {m: v for m, v in out.items() if m not in POST_ARRIVAL and m != "atnn" and not m.startswith("atnn_")}
@@ -533,6 +587,14 @@ def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_
                 ls = atnn["lambda_sensitivity"]
                 lines.append("- lambda sensitivity (seeds " + str(ls["seeds"]) + "): " + ", ".join(
                     f"{lam}: val {v['val_auc']:.4f} / test {v['test_auc']:.4f}" for lam, v in ls["by_lambda"].items()))
+            if "title_embedding" in atnn:
+                te = atnn["title_embedding"]
+                lines.append(
+                    f"- Title sentence embedding ({te['model']}; the spec {'uses' if te['spec_has_embedding'] else 'does not use'} it), "
+                    "mean val / test AUC over seeds: " + "; ".join(
+                        f"{m}: with {te['with'][m]['val_auc']:.4f} / {te['with'][m]['test_auc']:.4f}, "
+                        f"without {te['without'][m]['val_auc']:.4f} / {te['without'][m]['test_auc']:.4f}"
+                        for m in ("atnn", "gbdt_profile")) + ".")
             lines.append("")
     return "\n".join(lines)
 
@@ -557,7 +619,9 @@ def run(config: BenchConfig, *, output: Path, data_dir: str | None, cache_dir: P
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
     pending = []
     for task in tasks:
-        path = cache_dir / f"{config.key()}-{task[0]}-{task[1]}-{task[2]}.json" if cache_dir else None
+        # Keyed by the benchmark config and the dataset's spec: a changed feature is a new task.
+        key = f"{config.key()}-{load_spec(task[0]).schema_hash()}"
+        path = cache_dir / f"{key}-{task[0]}-{task[1]}-{task[2]}.json" if cache_dir else None
         if path is not None and path.is_file():
             results[task] = json.loads(path.read_text(encoding="utf-8"))
         else:

@@ -3,6 +3,8 @@
 Vocabularies are fitted on training rows only (no leakage from new arrivals). Index 0 is padding and
 index 1 the out-of-vocabulary bucket, so an unseen category at ranking time is encoded, not an error.
 A numeric feature becomes two floats: the standardized value (0 when missing) and a missing flag.
+A text feature with a spec `embedding` also becomes a second, fitted-only feature "<name>_embedding"
+(kind `text_embedding`): the text's pretrained sentence embedding (atnn.text), read from the same column.
 The fitted state is plain JSON, saved beside every model and embedded in ONNX metadata.
 """
 
@@ -21,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from atnn.spec import DatasetSpec, FeatureSpec
+from atnn.text import MODELS as TEXT_MODELS
+from atnn.text import embed as embed_text
 
 PAD, OOV = 0, 1
 TOKEN = re.compile(r"[a-z0-9]+")
@@ -50,11 +54,18 @@ class FittedFeature:
     mean: float = 0.0
     std: float = 1.0
     buckets: list[float] = field(default_factory=list)
+    source: str = ""  # the column read, when it is not `name` (text_embedding)
+    embedding: str = ""  # text_embedding: the model (atnn.text.MODELS)
+    dim: int = 0  # text_embedding: its width
+
+    @property
+    def column(self) -> str:
+        return self.source or self.name
 
     @property
     def cardinality(self) -> int:
         """Rows of this feature's embedding table (padding and OOV included)."""
-        if self.kind == "numeric" and not self.buckets:
+        if self.is_dense:
             return 0
         if self.kind == "numeric":
             return len(self.buckets) + 3
@@ -68,12 +79,17 @@ class FittedFeature:
 
     @property
     def is_dense(self) -> bool:
-        return self.kind == "numeric" and not self.buckets
+        return (self.kind == "numeric" and not self.buckets) or self.kind == "text_embedding"
+
+    @property
+    def width(self) -> int:
+        """Floats per row of a dense input: value and missing flag, or the embedding's size."""
+        return self.dim if self.kind == "text_embedding" else 2
 
     def input_shape(self) -> tuple[str, ...]:
         """Shape of the model input for this feature, batch dimension first."""
         if self.is_dense:
-            return ("batch", "2")
+            return ("batch", str(self.width))
         if self.is_sequence:
             return ("batch", str(self.max_len))
         return ("batch",)
@@ -166,6 +182,11 @@ class FeatureEncoder:
         """Fit on training items (one row per item), users (one row per user) and their statistics."""
         features = [_fit_feature(f, items[f.name]) for f in spec.item_inputs]
         features += [_fit_feature(f, users[f.name]) for f in spec.user_inputs]
+        features += [
+            FittedFeature(name=f"{f.name}_embedding", side=f.side, kind="text_embedding", source=f.name,
+                          embedding=f.embedding, dim=TEXT_MODELS[f.embedding].dim)
+            for f in (*spec.item_inputs, *spec.user_inputs) if f.embedding
+        ]
         names = list(spec.stats)
         if stats is not None and len(stats):
             matrix = cls._stats_raw(stats, names)
@@ -285,10 +306,12 @@ class FeatureEncoder:
         """Model inputs for one side ('item' or 'user'), one row per row of `frame`."""
         out: dict[str, np.ndarray] = {}
         for f in self.side(side):
-            if f.name not in frame.columns:
-                raise KeyError(f"column {f.name!r} ({side} feature) is missing from the input frame")
-            column = frame[f.name].reset_index(drop=True)
-            if f.is_dense:
+            if f.column not in frame.columns:
+                raise KeyError(f"column {f.column!r} ({side} feature) is missing from the input frame")
+            column = frame[f.column].reset_index(drop=True)
+            if f.kind == "text_embedding":
+                out[f.name] = embed_text(column, f.embedding)
+            elif f.is_dense:
                 out[f.name] = self._encode_dense(f, column)
             elif f.is_sequence:
                 out[f.name] = self._encode_sequence(f, column)
@@ -305,6 +328,8 @@ class FeatureEncoder:
         """Rows with at least one known item profile value; the others are skipped at ranking time."""
         known = pd.Series(False, index=frame.index)
         for f in self.side("item"):
+            if f.kind == "text_embedding":  # its column is also a token feature's
+                continue
             column = frame[f.name]
             text = _text_arrow(column) if f.kind != "numeric" else None
             if f.kind == "numeric":

@@ -25,7 +25,8 @@ Inputs = dict[str, torch.Tensor]
 
 class SparseArch(nn.Module):
     """Embeds one side's profile features: one table per categorical or sequence feature
-    (sequences are mean-pooled over non-padding positions); numeric features pass through.
+    (sequences are mean-pooled over non-padding positions); numeric features pass through; a pretrained
+    text embedding goes through a linear projection to the embedding size.
 
     `token_dropout`: in training, each token of a text feature (title words) is dropped with this
     probability, so that rare title words cannot single out a training item.
@@ -45,7 +46,12 @@ class SparseArch(nn.Module):
             nn.init.normal_(table.weight, std=0.05)
             with torch.no_grad():
                 table.weight[0].zero_()
-        self.output_dim = embedding_dim * len(self.tables) + 2 * len(self.dense)
+        # A pretrained text embedding (hundreds of numbers) is projected to the embedding size.
+        self.projections = nn.ModuleDict(
+            {f.name: nn.Linear(f.width, embedding_dim) for f in features if f.kind == "text_embedding"}
+        )
+        numeric = sum(f.width for f in features if f.is_dense and f.name not in self.projections)
+        self.output_dim = embedding_dim * (len(self.tables) + len(self.projections)) + numeric
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
         parts = []
@@ -60,6 +66,8 @@ class SparseArch(nn.Module):
                     mask = keep.unsqueeze(-1).to(embedded.dtype)
                     embedded = (embedded * mask).sum(1) / mask.sum(1).clamp(min=1.0)
                 parts.append(embedded)
+            elif name in self.projections:
+                parts.append(self.projections[name](x))
             else:
                 parts.append(x)
         return torch.cat(parts, dim=-1)

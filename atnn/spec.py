@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from atnn.text import MODELS as TEXT_MODELS
+
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 
 KINDS = ("categorical", "multi_categorical", "text_tokens", "numeric", "timestamp")
@@ -31,6 +33,7 @@ _OPTION_KINDS = {
     "hash_buckets": _TOKEN_KINDS,
     "separator": ("multi_categorical",),
     "max_len": ("multi_categorical", "text_tokens"),
+    "embedding": ("text_tokens",),
     "log": ("numeric",),
     "buckets": ("numeric",),
 }
@@ -56,6 +59,9 @@ class FeatureSpec:
     hash_buckets: int = 0  # > 0: hash values into this many buckets instead of a vocabulary
     separator: str = "|"  # multi_categorical
     max_len: int = 8  # multi_categorical, text_tokens: values kept per row
+    # text_tokens: also feed the text's pretrained sentence embedding (a model of atnn.text.MODELS)
+    # as a second input named "<name>_embedding"
+    embedding: str = ""
     # numeric
     log: bool = False
     buckets: tuple[float, ...] = ()  # non-empty: bucketize into a categorical input
@@ -188,6 +194,9 @@ def _feature(raw: Any, side: str, where: str) -> FeatureSpec:
     for key in ("log", "required"):
         if key in values and not isinstance(values[key], bool):
             raise SpecError(f"{here}: {key} must be true or false, got {values[key]!r}")
+    if "embedding" in values and values["embedding"] not in TEXT_MODELS:
+        raise SpecError(f"{here}: embedding must name a packaged text model, one of {sorted(TEXT_MODELS)}; "
+                        f"got {values['embedding']!r}")
     if "separator" in values and (not isinstance(values["separator"], str) or not values["separator"]):
         raise SpecError(f"{here}: separator must be a non-empty string")
     if "buckets" in values:
@@ -254,9 +263,11 @@ def parse_spec(data: dict[str, Any], where: str = "<spec>") -> DatasetSpec:
     item_features = tuple(_feature(f, "item", f"{where}: item.features") for f in item.get("features") or [])
     user_features = tuple(_feature(f, "user", f"{where}: user.features") for f in user.get("features") or [])
     names = [f.name for f in (*item_features, *user_features, *event.features)]
+    names += [f"{f.name}_embedding" for f in (*item_features, *user_features) if f.embedding]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise SpecError(f"{where}: feature names must be unique across sides, repeated: {duplicates}")
+        raise SpecError(f"{where}: feature names must be unique across sides, repeated: {duplicates} "
+                        "(a text feature with an embedding also takes the name <name>_embedding)")
     reserved = {*CANONICAL_COLUMNS, *STAT_NAMES}
     # user_id may be declared as a user feature: the paper feeds the user's own id to the user tower.
     clash = sorted(set(names) & reserved - ({"user_id"} if "user_id" in {f.name for f in user_features} else set()))

@@ -31,6 +31,17 @@ def _shop(root: Path) -> dict:
     return {"dataset": str(folder / "spec.yaml"), "source": str(folder), "data_dir": None, "day": "2024-03-12"}
 
 
+def _shop_title_embedding(root: Path) -> dict:
+    """The example shop with its product names also fed as pretrained sentence embeddings."""
+    params = _shop(root)
+    spec = Path(params["dataset"])
+    text = spec.read_text()
+    line = '{name: title, kind: text_tokens, max_len: 6,'
+    assert line in text
+    spec.write_text(text.replace(line, line + " embedding: all-MiniLM-L6-v2,"))
+    return params
+
+
 def _taobao(root: Path) -> dict:
     write_tiny_taobao(root / "datasets" / "taobao")
     return {"dataset": "taobao", "source": None, "data_dir": str(root / "datasets"), "day": "2017-05-12"}
@@ -51,7 +62,8 @@ def run_pipeline(dataset: str, day: str, home: Path, onnx_dir: Path, source: str
     }
 
 
-@pytest.mark.parametrize("case", [_shop, _taobao], ids=["example-shop", "taobao-format"])
+@pytest.mark.parametrize("case", [_shop, _shop_title_embedding, _taobao],
+                         ids=["example-shop", "example-shop-title-embedding", "taobao-format"])
 def test_whole_pipeline_on_a_declared_dataset(case, tmp_path):
     params = case(tmp_path)
     result = run_pipeline(params["dataset"], params["day"], tmp_path / "home", tmp_path / "onnx", params["source"], params["data_dir"])
@@ -71,6 +83,7 @@ def test_whole_pipeline_on_a_declared_dataset(case, tmp_path):
             expected.append([f.name, "int64", ["batch", str(f.max_len)]])
         else:
             expected.append([f.name, "int64", ["batch"]])
+    expected += [[f"{f.name}_embedding", "float32", ["batch", "384"]] for f in spec.item_inputs if f.embedding]
     assert [[i["name"], i["dtype"], i["shape"]] for i in metadata["inputs"]] == expected
     assert metadata["spec_hash"] == spec.schema_hash()
 

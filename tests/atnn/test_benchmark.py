@@ -34,8 +34,17 @@ def test_layout_has_every_model_and_metric(tiny_report):
     assert set(atnn["lambda_sensitivity"]["by_lambda"]) == {"0.0", "1.0"}
     assert atnn["segments"]["fields"] == ["gender", "age_band"]
     assert atnn["mean_vector"]["by_k"].keys() >= {"5", "all"}
+    # ML-100K's spec has no title embedding: the comparison trains atnn and the trees with it.
+    titles = atnn["title_embedding"]
+    assert titles["spec_has_embedding"] is False and titles["model"] == "all-MiniLM-L6-v2"
+    assert titles["without"]["atnn"]["test_auc_seeds"] == atnn["auc_seeds"]
+    assert titles["without"]["gbdt_profile"]["test_auc_seeds"] == models["gbdt_profile"]["auc_seeds"]
+    assert titles["with"]["atnn"]["test_auc_seeds"] != atnn["auc_seeds"]
+    assert all(0.0 <= v <= 1.0 for side in ("with", "without") for m in ("atnn", "gbdt_profile")
+               for v in titles[side][m]["val_auc_seeds"])
     md = out.with_suffix(".md").read_text()
     assert "## ml-100k (random-item)" in md and "| atnn_encoder_oracle* |" in md
+    assert "Title sentence embedding (all-MiniLM-L6-v2; the spec does not use it)" in md
     # The planted signal (gender x genre, Thriller liked by all) is found by the trees from the profile,
     # and the oracle's true statistics add to it.
     assert models["gbdt_profile"]["auc_mean"] > models["random"]["auc_mean"] + 0.03
@@ -51,6 +60,16 @@ def test_same_seeds_same_table(tiny_report, tmp_path, tiny_data_dir):
         for key in ("auc_mean", "spearman_ctr_mean", "ndcg10_ctr_mean"):
             a, b = entry[key], again["ml-100k"]["random-item"][model][key]
             assert (np.isnan(a) and np.isnan(b)) or round(a, 3) == round(b, 3), (model, key, a, b)
+
+
+def test_title_embedding_toggle():
+    from atnn.spec import load_spec
+
+    on, has = benchmark.toggle_title_embedding(load_spec("ml-100k"))
+    assert has and on.feature("title").embedding == "all-MiniLM-L6-v2"
+    off, has = benchmark.toggle_title_embedding(on)
+    assert not has and off.schema_hash() == load_spec("ml-100k").schema_hash()
+    assert benchmark.toggle_title_embedding(load_spec("taobao")) is None  # no text title
 
 
 def test_exact_average_and_mean_vector_by_hand():
