@@ -34,6 +34,7 @@ from atnn.metrics import auc, ranking_report, spearman
 from atnn.model import ATNN
 from atnn.spec import DatasetSpec, load_spec
 from atnn.text import MODELS as TEXT_MODELS
+from atnn.text import clear_cache as clear_text_cache
 from atnn.train import TrainingData, build_training_data, fit, predict, segment_user_vectors, top_active_users, user_vectors
 
 log = logging.getLogger(__name__)
@@ -393,6 +394,7 @@ def title_embedding_comparison(tables: protocol.Tables, prepared: Prepared, conf
     if toggled is None:
         return None
     spec, has_embedding = toggled
+    clear_text_cache()  # the same numbers whichever task this worker process ran before
     other = prepare(tables, spec, prepared.split.name, seed, config)
     info, model, _ = run_atnn(other, config, seed)
     gbdt = baselines.GBDTProfile(other.encoder, seed).fit(other.train, other.validation)
@@ -420,6 +422,7 @@ def run_seed(dataset: str, split: str, seed: int, config: BenchConfig, data_dir:
         settings = load_settings(profile="default", dataset=dataset, home=home, data_dir=data_dir)
         ingest(settings, spec)
         tables = protocol.Tables.load(settings.paths.db)
+    clear_text_cache()  # text embeddings (if the spec has them) independent of earlier tasks
     prepared = prepare(tables, spec, split, seed, config)
     out: dict[str, Any] = {}
     extras: dict[str, Any] = {"test_items": len(prepared.test.item_ids), "test_events": len(prepared.test),

@@ -146,11 +146,16 @@ class DatasetSpec:
 
     def schema_hash(self) -> str:
         """A short hash of everything that shapes model inputs: ranking checks it against the model's."""
+        def shape(f: FeatureSpec) -> dict[str, Any]:
+            # An option added later leaves the hash of specs that do not use it unchanged, so models
+            # trained before it still rank.
+            return {k: v for k, v in asdict(f).items() if not (k == "embedding" and not v)}
+
         payload = json.dumps(
             {
                 "id_type": self.id_type,
-                "item": [asdict(f) for f in self.item_features],
-                "user": [asdict(f) for f in self.user_features],
+                "item": [shape(f) for f in self.item_features],
+                "user": [shape(f) for f in self.user_features],
                 "stats": list(self.stats),
             },
             sort_keys=True,

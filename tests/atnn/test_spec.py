@@ -88,3 +88,10 @@ def test_bad_event_user_and_stats_sections(mutate, message):
     mutate(data)
     with pytest.raises(SpecError, match=message):
         parse_spec(data, where="my.yaml")
+
+
+def test_schema_hash_of_shipped_specs_is_stable():
+    # A trained model ranks only under the schema hash it was trained with: a change here makes every
+    # model trained on that spec unusable until retrained (an option a spec does not use must not count).
+    assert load_spec("ml-100k").schema_hash() == "d314907ce77c3555"
+    assert load_spec("ml-latest-small").schema_hash() == "cf0b8971ac0bbc6f"
