@@ -79,7 +79,7 @@ PROFILES: dict[str, BenchConfig] = {
     "full": BenchConfig(name="full"),
     "quick": BenchConfig(
         name="quick", seeds=(0,), train=TrainConfig(epochs=2, batch_size=2048, patience=1, weight_decay=1e-4, threads=1),
-        lambda_grid=(0.0, 1.0), k_grid=(50, 500),
+        lambda_grid=(0.0, 1.0), k_grid=(50, 500), title_embedding=False,  # the full profile compares them
     ),
     # Tiny sizes for the tests (tiny seeded data, seconds).
     "test": BenchConfig(
