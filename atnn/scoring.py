@@ -65,8 +65,23 @@ class OnnxScorer:
         if current != trained:
             raise SchemaMismatch(
                 f"model {self.metadata['model_name']} {self.version} was trained on feature schema {trained}, "
-                f"but spec {spec.name!r} now has schema {current}; retrain (atnn train) before ranking"
+                f"but spec {spec.name!r} now has schema {current} ({self.schema_difference(spec)}); "
+                "retrain (atnn train) before ranking"
             )
+
+    def schema_difference(self, spec: DatasetSpec) -> str:
+        """Which model inputs the spec adds, drops or changes the kind of, in words."""
+        trained = {f.name: f.kind for f in self.encoder.features}
+        now = {f.name: f.kind for f in (*spec.item_inputs, *spec.user_inputs)}
+        now |= {f"{f.name}_embedding": "text_embedding" for f in (*spec.item_inputs, *spec.user_inputs) if f.embedding}
+        parts = []
+        if added := sorted(set(now) - set(trained)):
+            parts.append(f"new inputs {added}")
+        if dropped := sorted(set(trained) - set(now)):
+            parts.append(f"inputs no longer in the spec {dropped}")
+        if changed := sorted(n for n in set(now) & set(trained) if now[n] != trained[n]):
+            parts.append("changed kind: " + ", ".join(f"{n} {trained[n]} -> {now[n]}" for n in changed))
+        return "; ".join(parts) or "the same inputs; an option of one of them, or the statistics, changed"
 
     def run(self, inputs: dict[str, np.ndarray], batch_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
         """Item vectors and popularity for encoded inputs, in batches."""

@@ -94,10 +94,14 @@ def _model(name: str):
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                import transformers.utils.logging
+
                 from sentence_transformers import SentenceTransformer
 
-                _loaded[name] = SentenceTransformer(str(model_path(name)), device="cpu")
-            log.info("loaded text embedding model %s", name)
+                transformers.utils.logging.disable_progress_bar()
+                path = model_path(name)
+                _loaded[name] = SentenceTransformer(str(path), device="cpu")
+            log.info("text embedding model %s loaded from %s", name, path)
         return _loaded[name]
 
 

@@ -40,10 +40,24 @@ def test_rerank_replaces_only_that_day(tmp_path):
     pd.testing.assert_frame_equal(before, after)
 
 
-def test_schema_mismatch_names_both_versions(tmp_path):
+def test_schema_mismatch_names_both_versions_and_the_inputs(tmp_path):
+    from dataclasses import replace
+
+    from atnn.encoding import FeatureEncoder, FittedFeature
+
     scorer = OnnxScorer.__new__(OnnxScorer)
     scorer.metadata = {"spec_hash": "0000111122223333", "model_name": "atnn-ml-100k", "version": "v1"}
-    with pytest.raises(SchemaMismatch, match=f"schema 0000111122223333, but spec 'ml-100k' now has schema {SPEC.schema_hash()}"):
+    trained = [FittedFeature(name=f.name, side=f.side, kind=f.kind) for f in (*SPEC.item_inputs, *SPEC.user_inputs)]
+    scorer.encoder = FeatureEncoder(trained, [], [], [])
+    with pytest.raises(SchemaMismatch, match=f"schema 0000111122223333, but spec 'ml-100k' now has schema {SPEC.schema_hash()} "
+                                             r"\(the same inputs; an option of one of them, or the statistics, changed\)"):
         scorer.check_compatible(SPEC)
+    # The title embedding switched on and the decade dropped: both named.
+    changed = replace(SPEC, item_features=tuple(
+        replace(f, embedding="all-MiniLM-L6-v2" if f.name == "title" else "") for f in SPEC.item_features if f.name != "decade"))
+    with pytest.raises(SchemaMismatch, match=r"new inputs \['title_embedding'\]; inputs no longer in the spec \['decade'\]"):
+        scorer.check_compatible(changed)
+    scorer.metadata["spec_hash"] = SPEC.schema_hash()
+    scorer.check_compatible(SPEC)
     scorer.metadata["spec_hash"] = SPEC.schema_hash()
     scorer.check_compatible(SPEC)
