@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from atnn.config import Settings, load_settings
+
+# Text-embedding weights are unpacked here, not into the home folder (flows started by tests inherit it).
+os.environ.setdefault("ATNN_MODEL_CACHE", str(Path(tempfile.gettempdir()) / "atnn-test-models"))
 
 GENRES = ["unknown", "Action", "Comedy", "Drama", "Romance", "Thriller"]
 OCCUPATIONS = ["student", "engineer", "artist", "doctor"]
