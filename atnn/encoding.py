@@ -183,7 +183,7 @@ class FeatureEncoder:
         features = [_fit_feature(f, items[f.name]) for f in spec.item_inputs]
         features += [_fit_feature(f, users[f.name]) for f in spec.user_inputs]
         features += [
-            FittedFeature(name=f"{f.name}_embedding", side=f.side, kind="text_embedding", source=f.name,
+            FittedFeature(name=f.embedding_input, side=f.side, kind="text_embedding", source=f.name,
                           embedding=f.embedding, dim=TEXT_MODELS[f.embedding].dim)
             for f in (*spec.item_inputs, *spec.user_inputs) if f.embedding
         ]

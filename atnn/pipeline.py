@@ -330,5 +330,5 @@ def rank_day(
         arrivals = new_arrivals(settings.paths.db, ds)
     stages["arrivals_s"] = time.perf_counter() - started
     scored, skipped = score_arrivals(scorer, arrivals, ranking_time(ds, arrivals), read_features, stages,
-                                     keep_vectors=neighbours or scorer.has_segments)
+                                     keep_vectors=scorer.needs_vectors(neighbours))
     return finish_ranking(settings, spec, ds, scorer, arrivals, scored, skipped, started=started, stages=stages, neighbours=neighbours)

@@ -198,11 +198,6 @@ def score_partition(
     return scored, skipped, stages
 
 
-def needs_vectors(scorer: OnnxScorer, neighbours: bool) -> bool:
-    """Whether the write step needs the item vectors: for similar_items or segment rankings."""
-    return neighbours or scorer.has_segments
-
-
 def concat_partitions(parts: list[tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """The day's scored and skipped items from its partitions, and the summed stage seconds."""
     scored = pd.concat([p[0] for p in parts], ignore_index=True)

@@ -73,7 +73,7 @@ class OnnxScorer:
         """Which model inputs the spec adds, drops or changes the kind of, in words."""
         trained = {f.name: f.kind for f in self.encoder.features}
         now = {f.name: f.kind for f in (*spec.item_inputs, *spec.user_inputs)}
-        now |= {f"{f.name}_embedding": "text_embedding" for f in (*spec.item_inputs, *spec.user_inputs) if f.embedding}
+        now |= {f.embedding_input: "text_embedding" for f in (*spec.item_inputs, *spec.user_inputs) if f.embedding}
         parts = []
         if added := sorted(set(now) - set(trained)):
             parts.append(f"new inputs {added}")
@@ -97,9 +97,9 @@ class OnnxScorer:
             return np.zeros((0, dim), np.float32), np.zeros(0, np.float32)
         return np.concatenate(vectors), np.concatenate(scores)
 
-    @property
-    def has_segments(self) -> bool:
-        return bool((self.metadata.get("segments") or {}).get("names"))
+    def needs_vectors(self, neighbours: bool) -> bool:
+        """Whether ranking needs the item vectors: for similar_items or segment rankings."""
+        return neighbours or bool((self.metadata.get("segments") or {}).get("names"))
 
     def score(self, profiles: pd.DataFrame, batch_size: int = 65536, *, keep_vectors: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Popularity of each item with a usable profile; the others are returned as skipped with a reason.

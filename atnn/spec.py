@@ -37,6 +37,9 @@ _OPTION_KINDS = {
     "log": ("numeric",),
     "buckets": ("numeric",),
 }
+# Feature options added after models were deployed, with their defaults: a spec that leaves one at its
+# default keeps its schema hash, so models trained before the option existed still rank.
+_LATER_OPTIONS = {"embedding": ""}
 # Event-side columns are stored with each event but are not model inputs (the towers are item and user).
 _EVENT_FEATURE_KEYS = {"name", "kind", "required", "description"}
 UNKNOWN_USER_POLICIES = ("quarantine", "keep")
@@ -71,6 +74,11 @@ class FeatureSpec:
     @property
     def is_sequence(self) -> bool:
         return self.kind in ("multi_categorical", "text_tokens")
+
+    @property
+    def embedding_input(self) -> str:
+        """The name of the second model input a text feature with an `embedding` adds ("" without)."""
+        return f"{self.name}_embedding" if self.embedding else ""
 
     @property
     def is_model_input(self) -> bool:
@@ -147,9 +155,7 @@ class DatasetSpec:
     def schema_hash(self) -> str:
         """A short hash of everything that shapes model inputs: ranking checks it against the model's."""
         def shape(f: FeatureSpec) -> dict[str, Any]:
-            # An option added later leaves the hash of specs that do not use it unchanged, so models
-            # trained before it still rank.
-            return {k: v for k, v in asdict(f).items() if not (k == "embedding" and not v)}
+            return {k: v for k, v in asdict(f).items() if not (k in _LATER_OPTIONS and v == _LATER_OPTIONS[k])}
 
         payload = json.dumps(
             {
@@ -268,7 +274,7 @@ def parse_spec(data: dict[str, Any], where: str = "<spec>") -> DatasetSpec:
     item_features = tuple(_feature(f, "item", f"{where}: item.features") for f in item.get("features") or [])
     user_features = tuple(_feature(f, "user", f"{where}: user.features") for f in user.get("features") or [])
     names = [f.name for f in (*item_features, *user_features, *event.features)]
-    names += [f"{f.name}_embedding" for f in (*item_features, *user_features) if f.embedding]
+    names += [f.embedding_input for f in (*item_features, *user_features) if f.embedding]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SpecError(f"{where}: feature names must be unique across sides, repeated: {duplicates} "

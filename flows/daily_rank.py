@@ -46,7 +46,7 @@ def rank_partitioned(settings, spec, ds: date, arrivals: pd.DataFrame | None, ne
         arrivals = scoring.new_arrivals(settings.paths.db, ds)
     parts = scale.partition_arrivals(arrivals, settings.scale.partitions)
     results = scale_out.run_partitioned(settings, spec, str(model_dir), parts, pipeline.ranking_time(ds, arrivals),
-                                        scale.needs_vectors(scorer, neighbours))
+                                        scorer.needs_vectors(neighbours))
     scored, skipped, stages = scale.concat_partitions(results)
     stages["partitioned_s"] = time.perf_counter() - started
     return pipeline.finish_ranking(settings, spec, ds, scorer, arrivals, scored, skipped, started=started, stages=stages, neighbours=neighbours)

@@ -83,7 +83,7 @@ def test_whole_pipeline_on_a_declared_dataset(case, tmp_path):
             expected.append([f.name, "int64", ["batch", str(f.max_len)]])
         else:
             expected.append([f.name, "int64", ["batch"]])
-    expected += [[f"{f.name}_embedding", "float32", ["batch", "384"]] for f in spec.item_inputs if f.embedding]
+    expected += [[f.embedding_input, "float32", ["batch", "384"]] for f in spec.item_inputs if f.embedding]
     assert [[i["name"], i["dtype"], i["shape"]] for i in metadata["inputs"]] == expected
     assert metadata["spec_hash"] == spec.schema_hash()
 

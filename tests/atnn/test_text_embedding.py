@@ -79,7 +79,7 @@ def test_missing_package_is_a_clear_error(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def fitted():
-    spec = replace(load_spec("ml-100k"))
+    spec = load_spec("ml-100k")
     spec = replace(spec, item_features=tuple(
         replace(f, embedding="all-MiniLM-L6-v2") if f.name == "title" else f for f in spec.item_features))
     items = pd.DataFrame({"item_id": [1, 2, 3], "genres": ["Action|Sci-Fi", "Drama", None], "year": [1977, 1995, None],
