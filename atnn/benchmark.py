@@ -6,7 +6,9 @@ writes `benchmarks/quality.json` and `benchmarks/quality.md`. Per (dataset, spli
 cached (keyed by the benchmark config) so an interrupted run resumes where it stopped.
 
 JSON layout: {dataset: {split: {model: {"auc_mean", "auc_std", "spearman_ctr_mean", ...}}}};
-the `atnn` entry also holds the mean-vector, segment and lambda-sensitivity analyses.
+the `atnn` entry also holds the mean-vector, segment and lambda-sensitivity analyses, and the
+title comparisons (`title_tokens`, `title_embedding`: atnn and gbdt_profile trained with the title's
+feature switched).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from atnn import baselines, protocol
 from atnn.config import PROJECT_ROOT, ModelConfig, TrainConfig, load_settings
 from atnn.encoding import FeatureEncoder
-from atnn.metrics import auc, ranking_report, spearman
+from atnn.metrics import auc, grouped_auc, ranking_report, spearman
 from atnn.model import ATNN
 from atnn.spec import DatasetSpec, load_spec
 from atnn.text import MODELS as TEXT_MODELS
@@ -65,8 +67,10 @@ class BenchConfig:
     lambda_seeds: tuple[int, ...] = (0,)
     prior_events: float = 10.0
     min_events: int = 5
-    # Also train atnn and gbdt_profile with the title's pretrained embedding switched (atnn.text).
+    # Also train atnn and gbdt_profile with the title's pretrained embedding switched (atnn.text),
+    # and without the title's words.
     title_embedding: bool = True
+    title_tokens: bool = True
     datasets: tuple[tuple[str, str], ...] = tuple(DATASETS.items())
 
     def key(self) -> str:
@@ -79,7 +83,7 @@ PROFILES: dict[str, BenchConfig] = {
     "full": BenchConfig(name="full"),
     "quick": BenchConfig(
         name="quick", seeds=(0,), train=TrainConfig(epochs=2, batch_size=2048, patience=1, weight_decay=1e-4, threads=1),
-        lambda_grid=(0.0, 1.0), k_grid=(50, 500), title_embedding=False,  # the full profile compares them
+        lambda_grid=(0.0, 1.0), k_grid=(50, 500), title_embedding=False, title_tokens=False,  # the full profile compares them
     ),
     # Tiny sizes for the tests (tiny seeded data, seconds).
     "test": BenchConfig(
@@ -139,10 +143,12 @@ def subset_items(data: TrainingData, rows: np.ndarray) -> dict[str, torch.Tensor
 
 
 def evaluate(prepared: Prepared, event_scores: np.ndarray, popularity: np.ndarray, train_seconds: float) -> dict[str, Any]:
-    """New-arrival AUC over test events; the popularity ranking against smoothed rate and volume."""
-    truth = prepared.truth
+    """New-arrival AUC over test events (pooled, and within each user: GAUC); the popularity ranking
+    against smoothed rate and volume."""
+    truth, test = prepared.truth, prepared.test
     return {
-        "auc": auc(prepared.test.label, event_scores),
+        "auc": auc(test.label, event_scores),
+        "gauc": grouped_auc(test.user_index, test.label, event_scores),
         "ctr": ranking_report(truth["ctr"].to_numpy(), popularity),
         "volume": ranking_report(truth["volume"].to_numpy(dtype=float), popularity),
         "train_seconds": train_seconds,
@@ -378,7 +384,7 @@ def lambda_sensitivity(prepared: Prepared, config: BenchConfig, seed: int, known
 def toggle_title_embedding(spec: DatasetSpec) -> tuple[DatasetSpec, bool] | None:
     """The spec with the title's pretrained embedding switched (on if off, off if on), and whether the
     switched spec has it; None when the dataset has no text title."""
-    title = next((f for f in spec.item_features if f.name == spec.title_field and f.kind == "text_tokens"), None)
+    title = _text_title(spec)
     if title is None:
         return None
     switched = replace(title, embedding="" if title.embedding else TEXT_EMBEDDING_MODEL)
@@ -386,30 +392,61 @@ def toggle_title_embedding(spec: DatasetSpec) -> tuple[DatasetSpec, bool] | None
     return replace(spec, item_features=features), bool(switched.embedding)
 
 
+def drop_title(spec: DatasetSpec) -> DatasetSpec | None:
+    """The spec without the title's words (and its embedding, if any); None when there is no text title."""
+    title = _text_title(spec)
+    if title is None:
+        return None
+    return replace(spec, item_features=tuple(f for f in spec.item_features if f.name != title.name),
+                   title_field=None)
+
+
+def _text_title(spec: DatasetSpec):
+    return next((f for f in spec.item_features if f.name == spec.title_field and f.kind == "text_tokens"), None)
+
+
+def feature_comparison(tables: protocol.Tables, prepared: Prepared, config: BenchConfig, seed: int,
+                       known: dict[str, Any], other_spec: DatasetSpec) -> dict[str, dict[str, dict[str, float]]]:
+    """atnn and gbdt_profile, validation and test AUC, with the spec's own features (reused from the main
+    run: `own`) and with `other_spec` (trained here on the same split and seed: `other`)."""
+    clear_text_cache()  # the same numbers whichever task this worker process ran before
+    other = prepare(tables, other_spec, prepared.split.name, seed, config)
+    info, model, _ = run_atnn(other, config, seed)
+    gbdt = baselines.GBDTProfile(other.encoder, seed).fit(other.train, other.validation)
+    return {
+        "own": {
+            "atnn": {"val_auc": known["atnn"]["val_auc"], "test_auc": known["atnn"]["auc"]},
+            "gbdt_profile": {"val_auc": known["gbdt_profile"].get("val_auc", float("nan")),
+                             "test_auc": known["gbdt_profile"]["auc"]},
+        },
+        "other": {
+            "atnn": {"val_auc": info["val_auc"], "test_auc": auc(other.test.label, predict(model, other.test))},
+            "gbdt_profile": {"val_auc": auc(other.validation.label, gbdt.predict(other.validation)),
+                             "test_auc": auc(other.test.label, gbdt.predict(other.test))},
+        },
+    }
+
+
 def title_embedding_comparison(tables: protocol.Tables, prepared: Prepared, config: BenchConfig, seed: int,
                                known: dict[str, Any]) -> dict[str, Any] | None:
-    """atnn and gbdt_profile with and without the title's pretrained sentence embedding (validation and
-    test AUC): the spec's own setting is reused from the main run, the other one is trained here."""
+    """atnn and gbdt_profile with and without the title's pretrained sentence embedding."""
     toggled = toggle_title_embedding(prepared.spec)
     if toggled is None:
         return None
     spec, has_embedding = toggled
-    clear_text_cache()  # the same numbers whichever task this worker process ran before
-    other = prepare(tables, spec, prepared.split.name, seed, config)
-    info, model, _ = run_atnn(other, config, seed)
-    gbdt = baselines.GBDTProfile(other.encoder, seed).fit(other.train, other.validation)
-    switched = {
-        "atnn": {"val_auc": info["val_auc"], "test_auc": auc(other.test.label, predict(model, other.test))},
-        "gbdt_profile": {"val_auc": auc(other.validation.label, gbdt.predict(other.validation)),
-                         "test_auc": auc(other.test.label, gbdt.predict(other.test))},
-    }
-    gbdt_val = known["gbdt_profile"].get("val_auc", float("nan"))
-    own = {
-        "atnn": {"val_auc": known["atnn"]["val_auc"], "test_auc": known["atnn"]["auc"]},
-        "gbdt_profile": {"val_auc": gbdt_val, "test_auc": known["gbdt_profile"]["auc"]},
-    }
+    runs = feature_comparison(tables, prepared, config, seed, known, spec)
     return {"spec_has_embedding": not has_embedding, "model": TEXT_EMBEDDING_MODEL,
-            "with": switched if has_embedding else own, "without": own if has_embedding else switched}
+            "with": runs["other" if has_embedding else "own"], "without": runs["own" if has_embedding else "other"]}
+
+
+def title_tokens_comparison(tables: protocol.Tables, prepared: Prepared, config: BenchConfig, seed: int,
+                            known: dict[str, Any]) -> dict[str, Any] | None:
+    """atnn and gbdt_profile with the title's words (the spec) and without them."""
+    spec = drop_title(prepared.spec)
+    if spec is None:
+        return None
+    runs = feature_comparison(tables, prepared, config, seed, known, spec)
+    return {"feature": prepared.spec.title_field, "with": runs["own"], "without": runs["other"]}
 
 
 def run_seed(dataset: str, split: str, seed: int, config: BenchConfig, data_dir: str | None) -> dict[str, Any]:
@@ -444,6 +481,9 @@ def run_seed(dataset: str, split: str, seed: int, config: BenchConfig, data_dir:
     if config.title_embedding:
         step("title embedding on/off", lambda: extras.update(
             title_embedding=title_embedding_comparison(tables, prepared, config, seed, out)))
+    if config.title_tokens:
+        step("without title words", lambda: extras.update(
+            title_tokens=title_tokens_comparison(tables, prepared, config, seed, out)))
     extras["seconds"] = time.perf_counter() - started
     return {"models": out, "extras": extras}
 
@@ -452,7 +492,7 @@ def run_seed(dataset: str, split: str, seed: int, config: BenchConfig, data_dir:
 
 
 def _flatten(metrics: dict[str, Any]) -> dict[str, float]:
-    flat = {"auc": metrics["auc"], "train_seconds": metrics["train_seconds"]}
+    flat = {"auc": metrics["auc"], "gauc": metrics.get("gauc", float("nan")), "train_seconds": metrics["train_seconds"]}
     for truth in ("ctr", "volume"):
         for key, value in metrics[truth].items():
             short = "precision10" if key == "precision_at_10pct" else key
@@ -505,16 +545,15 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         atnn["lambda_sensitivity"] = {"seeds": sorted(lambdas), "by_lambda": {
             lam: {key: float(np.mean([lambdas[s][lam][key] for s in lambdas])) for key in ("val_auc", "test_auc")}
             for lam in next(iter(lambdas.values()))}}
-    titles = [per_seed[s]["extras"].get("title_embedding") for s in seeds]
-    if titles and all(titles):
-        atnn["title_embedding"] = {
-            "model": titles[0]["model"], "spec_has_embedding": titles[0]["spec_has_embedding"], "seeds": seeds,
-            **{side: {m: {key: float(np.mean([t[side][m][key] for t in titles])) for key in ("val_auc", "test_auc")}
-                      | {"val_auc_seeds": [float(t[side][m]["val_auc"]) for t in titles],
-                         "test_auc_seeds": [float(t[side][m]["test_auc"]) for t in titles]}
-                      for m in ("atnn", "gbdt_profile")}
-               for side in ("with", "without")},
-        }
+    for name, keys in (("title_embedding", ("model", "spec_has_embedding")), ("title_tokens", ("feature",))):
+        runs = [per_seed[s]["extras"].get(name) for s in seeds]
+        if runs and all(runs):
+            atnn[name] = {**{k: runs[0][k] for k in keys}, "seeds": seeds, **{
+                side: {m: {key: float(np.mean([r[side][m][key] for r in runs])) for key in ("val_auc", "test_auc")}
+                       | {"val_auc_seeds": [float(r[side][m]["val_auc"]) for r in runs],
+                          "test_auc_seeds": [float(r[side][m]["test_auc"]) for r in runs]}
+                       for m in ("atnn", "gbdt_profile")}
+                for side in ("with", "without")}}
     two_tower, oracle = out["two_tower_profile"]["auc_mean"], out["atnn_encoder_oracle"]["auc_mean"]
     atnn["gap_closed"] = (atnn["auc_mean"] - two_tower) / (oracle - two_tower) if oracle != two_tower else float("nan")
     rivals = {m: v for m, v in out.items() if m not in POST_ARRIVAL and m != "atnn" and not m.startswith("atnn_")}
@@ -545,7 +584,8 @@ def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_
         "# Ranking quality of new arrivals",
         "",
         f"Written by `make bench-quality` (profile `{config.name}`, seeds {list(config.seeds)}, {timing}); "
-        "protocol: `../shared/PROTOCOL.md`. AUC: new-arrival CTR AUC (mean ± std over seeds). Popularity of test "
+        "protocol: `../shared/PROTOCOL.md`. AUC: new-arrival CTR AUC (mean ± std over seeds); GAUC: the AUC within "
+        "each user's own test events, weighted by their count (how well a model orders one user's new items). Popularity of test "
         f"items with >= {config.min_events} events against the smoothed positive rate (ctr) and volume: "
         "Spearman, NDCG@10/@50, precision@10%. `*`: uses post-arrival information (the ceiling).",
         "",
@@ -556,13 +596,13 @@ def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_
             lines += [
                 f"## {dataset} ({split})",
                 "",
-                "| model | AUC | Spearman ctr | NDCG@10 ctr | NDCG@50 ctr | P@10% ctr | Spearman vol | NDCG@10 vol | NDCG@50 vol | P@10% vol | train s |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+                "| model | AUC | GAUC | Spearman ctr | NDCG@10 ctr | NDCG@50 ctr | P@10% ctr | Spearman vol | NDCG@10 vol | NDCG@50 vol | P@10% vol | train s |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             ]
             for model, e in models.items():
                 star = "*" if e["uses_post_arrival_information"] else ""
                 lines.append(
-                    f"| {model}{star} | {_fmt(e, 'auc', True)} | {_fmt(e, 'spearman_ctr')} | {_fmt(e, 'ndcg10_ctr')} | "
+                    f"| {model}{star} | {_fmt(e, 'auc', True)} | {_fmt(e, 'gauc')} | {_fmt(e, 'spearman_ctr')} | {_fmt(e, 'ndcg10_ctr')} | "
                     f"{_fmt(e, 'ndcg50_ctr')} | {_fmt(e, 'precision10_ctr')} | {_fmt(e, 'spearman_volume')} | "
                     f"{_fmt(e, 'ndcg10_volume')} | {_fmt(e, 'ndcg50_volume')} | {_fmt(e, 'precision10_volume')} | "
                     f"{e['train_seconds_mean']:.1f} |"
@@ -597,6 +637,13 @@ def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_
                     "mean val / test AUC over seeds: " + "; ".join(
                         f"{m}: with {te['with'][m]['val_auc']:.4f} / {te['with'][m]['test_auc']:.4f}, "
                         f"without {te['without'][m]['val_auc']:.4f} / {te['without'][m]['test_auc']:.4f}"
+                        for m in ("atnn", "gbdt_profile")) + ".")
+            if "title_tokens" in atnn:
+                tt = atnn["title_tokens"]
+                lines.append(
+                    f"- Title words (`{tt['feature']}`), mean val / test AUC over seeds: " + "; ".join(
+                        f"{m}: with {tt['with'][m]['val_auc']:.4f} / {tt['with'][m]['test_auc']:.4f}, "
+                        f"without {tt['without'][m]['val_auc']:.4f} / {tt['without'][m]['test_auc']:.4f}"
                         for m in ("atnn", "gbdt_profile")) + ".")
             lines.append("")
     return "\n".join(lines)

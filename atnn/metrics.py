@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import ndcg_score, roc_auc_score
 
@@ -11,6 +12,25 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC; NaN when only one class is present."""
     labels = np.asarray(labels)
     return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
+
+
+def grouped_auc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    """Within-group ROC AUC (GAUC): the AUC of each group (e.g. each user's own events), averaged with
+    the group's event count as weight, over the groups that have both classes; NaN when none has.
+
+    Per group, AUC = (sum of the positives' ranks - P(P+1)/2) / (P N), with ties at their mean rank:
+    the Mann-Whitney form of what `roc_auc_score` computes, for all groups at once.
+    """
+    frame = pd.DataFrame({"g": np.asarray(groups), "y": np.asarray(labels, dtype=float), "s": np.asarray(scores, dtype=float)})
+    frame["rank"] = frame.groupby("g")["s"].rank(method="average")
+    per = frame.assign(pos_rank=frame["rank"] * frame["y"]).groupby("g").agg(
+        n=("y", "size"), pos=("y", "sum"), pos_rank=("pos_rank", "sum"))
+    per = per[(per["pos"] > 0) & (per["pos"] < per["n"])]
+    if per.empty:
+        return float("nan")
+    neg = per["n"] - per["pos"]
+    values = (per["pos_rank"] - per["pos"] * (per["pos"] + 1) / 2) / (per["pos"] * neg)
+    return float(np.average(values, weights=per["n"]))
 
 
 def spearman(truth: np.ndarray, predicted: np.ndarray) -> float:

@@ -24,7 +24,7 @@ def test_layout_has_every_model_and_metric(tiny_report):
     models = on_disk["ml-100k"]["random-item"]
     assert set(models) == set(benchmark.MODELS)
     for entry in models.values():
-        for key in ("auc_mean", "auc_std", "spearman_ctr_mean", "ndcg10_ctr_mean", "ndcg50_ctr_mean",
+        for key in ("auc_mean", "auc_std", "gauc_mean", "gauc_std", "spearman_ctr_mean", "ndcg10_ctr_mean", "ndcg50_ctr_mean",
                     "precision10_ctr_mean", "spearman_volume_mean", "ndcg10_volume_mean", "train_seconds_mean"):
             assert key in entry
         assert len(entry["auc_seeds"]) == 2
@@ -42,9 +42,16 @@ def test_layout_has_every_model_and_metric(tiny_report):
     assert titles["with"]["atnn"]["test_auc_seeds"] != atnn["auc_seeds"]
     assert all(0.0 <= v <= 1.0 for side in ("with", "without") for m in ("atnn", "gbdt_profile")
                for v in titles[side][m]["val_auc_seeds"])
+    # ... and without the title's words.
+    words = atnn["title_tokens"]
+    assert words["feature"] == "title"
+    assert words["with"]["atnn"]["test_auc_seeds"] == atnn["auc_seeds"]
+    assert words["with"]["gbdt_profile"]["test_auc_seeds"] == models["gbdt_profile"]["auc_seeds"]
+    assert words["without"]["atnn"]["test_auc_seeds"] != atnn["auc_seeds"]
     md = out.with_suffix(".md").read_text()
     assert "## ml-100k (random-item)" in md and "| atnn_encoder_oracle* |" in md
     assert "Title sentence embedding (all-MiniLM-L6-v2; the spec does not use it)" in md
+    assert "- Title words (`title`), mean val / test AUC" in md and "| model | AUC | GAUC |" in md
     # The planted signal (gender x genre, Thriller liked by all) is found by the trees from the profile,
     # and the oracle's true statistics add to it.
     assert models["gbdt_profile"]["auc_mean"] > models["random"]["auc_mean"] + 0.03
@@ -70,6 +77,9 @@ def test_title_embedding_toggle():
     off, has = benchmark.toggle_title_embedding(on)
     assert not has and off.schema_hash() == load_spec("ml-100k").schema_hash()
     assert benchmark.toggle_title_embedding(load_spec("taobao")) is None  # no text title
+    words_off = benchmark.drop_title(on)
+    assert [f.name for f in words_off.item_features] == ["genres", "year", "decade"]
+    assert benchmark.drop_title(load_spec("taobao")) is None
 
 
 def test_exact_average_and_mean_vector_by_hand():
