@@ -416,8 +416,7 @@ def feature_comparison(tables: protocol.Tables, prepared: Prepared, config: Benc
     return {
         "own": {
             "atnn": {"val_auc": known["atnn"]["val_auc"], "test_auc": known["atnn"]["auc"]},
-            "gbdt_profile": {"val_auc": known["gbdt_profile"].get("val_auc", float("nan")),
-                             "test_auc": known["gbdt_profile"]["auc"]},
+            "gbdt_profile": {"val_auc": known["gbdt_profile"]["val_auc"], "test_auc": known["gbdt_profile"]["auc"]},
         },
         "other": {
             "atnn": {"val_auc": info["val_auc"], "test_auc": auc(other.test.label, predict(model, other.test))},
@@ -492,7 +491,7 @@ def run_seed(dataset: str, split: str, seed: int, config: BenchConfig, data_dir:
 
 
 def _flatten(metrics: dict[str, Any]) -> dict[str, float]:
-    flat = {"auc": metrics["auc"], "gauc": metrics.get("gauc", float("nan")), "train_seconds": metrics["train_seconds"]}
+    flat = {"auc": metrics["auc"], "gauc": metrics["gauc"], "train_seconds": metrics["train_seconds"]}
     for truth in ("ctr", "volume"):
         for key, value in metrics[truth].items():
             short = "precision10" if key == "precision_at_10pct" else key
@@ -573,6 +572,14 @@ def _fmt(entry: dict[str, Any], key: str, std: bool = False) -> str:
     return f"{mean:.3f}"
 
 
+def _comparison_line(what: str, runs: dict[str, Any]) -> str:
+    """One line of a with / without feature comparison (mean validation and test AUC)."""
+    return f"- {what}, mean val / test AUC over seeds: " + "; ".join(
+        f"{m}: with {runs['with'][m]['val_auc']:.4f} / {runs['with'][m]['test_auc']:.4f}, "
+        f"without {runs['without'][m]['val_auc']:.4f} / {runs['without'][m]['test_auc']:.4f}"
+        for m in ("atnn", "gbdt_profile")) + "."
+
+
 def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_seconds: float = float("nan"),
              cached: int = 0) -> str:
     timing = f"{seconds / 60:.1f} min wall"
@@ -632,19 +639,10 @@ def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_
                     f"{lam}: val {v['val_auc']:.4f} / test {v['test_auc']:.4f}" for lam, v in ls["by_lambda"].items()))
             if "title_embedding" in atnn:
                 te = atnn["title_embedding"]
-                lines.append(
-                    f"- Title sentence embedding ({te['model']}; the spec {'uses' if te['spec_has_embedding'] else 'does not use'} it), "
-                    "mean val / test AUC over seeds: " + "; ".join(
-                        f"{m}: with {te['with'][m]['val_auc']:.4f} / {te['with'][m]['test_auc']:.4f}, "
-                        f"without {te['without'][m]['val_auc']:.4f} / {te['without'][m]['test_auc']:.4f}"
-                        for m in ("atnn", "gbdt_profile")) + ".")
+                lines.append(_comparison_line(
+                    f"Title sentence embedding ({te['model']}; the spec {'uses' if te['spec_has_embedding'] else 'does not use'} it)", te))
             if "title_tokens" in atnn:
-                tt = atnn["title_tokens"]
-                lines.append(
-                    f"- Title words (`{tt['feature']}`), mean val / test AUC over seeds: " + "; ".join(
-                        f"{m}: with {tt['with'][m]['val_auc']:.4f} / {tt['with'][m]['test_auc']:.4f}, "
-                        f"without {tt['without'][m]['val_auc']:.4f} / {tt['without'][m]['test_auc']:.4f}"
-                        for m in ("atnn", "gbdt_profile")) + ".")
+                lines.append(_comparison_line(f"Title words (`{atnn['title_tokens']['feature']}`)", atnn["title_tokens"]))
             lines.append("")
     return "\n".join(lines)
 

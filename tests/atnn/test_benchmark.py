@@ -100,7 +100,7 @@ def test_segment_labels_join_fields():
 
 def test_aggregate_gap_and_best_rival():
     def seed(values):
-        return {"models": {m: {"auc": v, "train_seconds": 1.0, "ctr": {"spearman": v}, "volume": {"spearman": v}}
+        return {"models": {m: {"auc": v, "gauc": v, "train_seconds": 1.0, "ctr": {"spearman": v}, "volume": {"spearman": v}}
                            for m, v in values.items()},
                 "extras": {"test_items": 3, "truth_items": 2, "mean_vector": {
                     "k": 1, "users": 2, "items": 2, "spearman_vs_exact": 1.0, "speed_ratio": 10.0, "seconds_mean_vector": 1.0,
