@@ -32,7 +32,7 @@ import torch
 from atnn import baselines, protocol
 from atnn.config import PROJECT_ROOT, ModelConfig, TrainConfig, load_settings
 from atnn.encoding import FeatureEncoder
-from atnn.metrics import auc, grouped_auc, ranking_report, spearman
+from atnn.metrics import auc, grouped_auc, item_auc, ranking_report, spearman
 from atnn.model import ATNN
 from atnn.spec import DatasetSpec, load_spec
 from atnn.text import MODELS as TEXT_MODELS
@@ -48,6 +48,8 @@ MODELS = (
 # Models that use information a new arrival does not have.
 POST_ARRIVAL = {"atnn_encoder_oracle"}
 DATASETS = {"ml-100k": "random-item", "ml-latest-small": "temporal"}
+# Bumped when a task's result gains or changes a figure, so cached per-seed results are not reused.
+RESULTS_VERSION = 2
 TEXT_EMBEDDING_MODEL = next(iter(TEXT_MODELS))
 
 
@@ -75,7 +77,8 @@ class BenchConfig:
 
     def key(self) -> str:
         """Identifies cached per-seed results (the dataset list is not part of it: tasks are per dataset)."""
-        payload = json.dumps({k: v for k, v in asdict(self).items() if k != "datasets"}, sort_keys=True, default=str)
+        fields = {k: v for k, v in asdict(self).items() if k != "datasets"}
+        payload = json.dumps(fields | {"results_version": RESULTS_VERSION}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -143,12 +146,13 @@ def subset_items(data: TrainingData, rows: np.ndarray) -> dict[str, torch.Tensor
 
 
 def evaluate(prepared: Prepared, event_scores: np.ndarray, popularity: np.ndarray, train_seconds: float) -> dict[str, Any]:
-    """New-arrival AUC over test events (pooled, and within each user: GAUC); the popularity ranking
-    against smoothed rate and volume."""
+    """New-arrival AUC over test events (pooled; within each user: GAUC; between items: item AUC); the
+    popularity ranking against smoothed rate and volume."""
     truth, test = prepared.truth, prepared.test
     return {
         "auc": auc(test.label, event_scores),
         "gauc": grouped_auc(test.user_index, test.label, event_scores),
+        "item_auc": item_auc(test.item_index, test.label, event_scores),
         "ctr": ranking_report(truth["ctr"].to_numpy(), popularity),
         "volume": ranking_report(truth["volume"].to_numpy(dtype=float), popularity),
         "train_seconds": train_seconds,
@@ -335,9 +339,30 @@ def run_gbdt(prepared: Prepared, config: BenchConfig, seed: int) -> dict[str, An
     x, _ = baselines.profile_matrix(prepared.encoder, prepared.test.item_inputs, prepared.train.user_inputs,
                                     np.repeat(rows, len(top)), np.tile(top, len(rows)))
     popularity = model.predict_matrix(x).reshape(len(rows), len(top)).mean(1)
-    return evaluate(prepared, model.predict(prepared.test), popularity, model.train_seconds) | {
+    scores = model.predict(prepared.test)
+    return evaluate(prepared, scores, popularity, model.train_seconds) | {
         "best_iteration": int(model.booster.best_iteration),
-        "val_auc": auc(prepared.validation.label, model.predict(prepared.validation))}
+        "val_auc": auc(prepared.validation.label, model.predict(prepared.validation)),
+        "item_headroom": item_headroom(prepared, config, scores)}
+
+
+def item_headroom(prepared: Prepared, config: BenchConfig, scores: np.ndarray) -> dict[str, float]:
+    """How far knowing each new item's outcome would go (a diagnostic: it reads the test labels).
+
+    `item_rate_auc`: every test event scored by its item's realized positive rate (smoothed toward the
+    warm mean as the popularity truth is), nothing about the user. `swapped_auc`: `scores` with their
+    per-item mean logit replaced by the logit of that realized rate, so the model keeps only its
+    ordering of each item's users.
+    """
+    test = prepared.test
+    per_item = pd.Series(test.label, dtype=float).groupby(test.item_index)
+    rate = ((per_item.transform("sum") + config.prior_events * prepared.warm_rate)
+            / (per_item.transform("size") + config.prior_events)).to_numpy()
+    realized = np.log(rate / (1 - rate))
+    clipped = np.clip(np.asarray(scores, dtype=float), 1e-7, 1 - 1e-7)
+    logit = np.log(clipped / (1 - clipped))
+    item_mean = pd.Series(logit).groupby(test.item_index).transform("mean").to_numpy()
+    return {"item_rate_auc": auc(test.label, realized), "swapped_auc": auc(test.label, logit - item_mean + realized)}
 
 
 def run_prior(prepared: Prepared) -> dict[str, Any]:
@@ -491,7 +516,8 @@ def run_seed(dataset: str, split: str, seed: int, config: BenchConfig, data_dir:
 
 
 def _flatten(metrics: dict[str, Any]) -> dict[str, float]:
-    flat = {"auc": metrics["auc"], "gauc": metrics["gauc"], "train_seconds": metrics["train_seconds"]}
+    flat = {"auc": metrics["auc"], "gauc": metrics["gauc"], "item_auc": metrics["item_auc"],
+            "train_seconds": metrics["train_seconds"]}
     for truth in ("ctr", "volume"):
         for key, value in metrics[truth].items():
             short = "precision10" if key == "precision_at_10pct" else key
@@ -560,6 +586,18 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     atnn["best_rival"] = best
     atnn["margin_over_best_rival"] = atnn["auc_mean"] - rivals[best]["auc_mean"]
     atnn["larger_std_vs_best_rival"] = max(atnn["auc_std"], rivals[best]["auc_std"])
+    headroom = [per_seed[s]["models"]["gbdt_profile"]["item_headroom"] for s in seeds]
+    gbdt = out["gbdt_profile"]["auc_mean"]
+    swapped = float(np.mean([h["swapped_auc"] for h in headroom]))
+    target = rivals[best]["auc_mean"] + atnn["larger_std_vs_best_rival"]
+    atnn["item_headroom"] = {
+        "model": "gbdt_profile",
+        "item_rate_auc_mean": float(np.mean([h["item_rate_auc"] for h in headroom])),
+        "swapped_auc_mean": swapped,
+        "target_auc": target,
+        # The share of what the realized item rates add to gbdt_profile that the target asks for.
+        "target_share_of_swap": (target - gbdt) / (swapped - gbdt) if swapped != gbdt else float("nan"),
+    }
     atnn["test_items"] = first["test_items"]
     atnn["truth_items"] = first["truth_items"]
     return out
@@ -580,6 +618,15 @@ def _comparison_line(what: str, runs: dict[str, Any]) -> str:
         for m in ("atnn", "gbdt_profile")) + "."
 
 
+def _headroom_line(h: dict[str, Any]) -> str:
+    return (
+        f"- Headroom in item quality (reads the test labels): each test event scored by its item's realized positive rate "
+        f"alone, AUC {h['item_rate_auc_mean']:.4f}; {h['model']} with its per-item mean replaced by those rates, "
+        f"{h['swapped_auc_mean']:.4f}. The target (best rival + larger std, {h['target_auc']:.4f}) asks for "
+        f"{h['target_share_of_swap']:.0%} of what that swap adds to {h['model']}."
+    )
+
+
 def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_seconds: float = float("nan"),
              cached: int = 0) -> str:
     timing = f"{seconds / 60:.1f} min wall"
@@ -592,7 +639,8 @@ def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_
         "",
         f"Written by `make bench-quality` (profile `{config.name}`, seeds {list(config.seeds)}, {timing}); "
         "protocol: `../shared/PROTOCOL.md`. AUC: new-arrival CTR AUC (mean ± std over seeds); GAUC: the AUC within "
-        "each user's own test events, weighted by their count (how well a model orders one user's new items). Popularity of test "
+        "each user's own test events, weighted by their count (how well a model orders one user's new items); item AUC: "
+        "every event scored by its item's mean score (how well a model orders the new items against each other). Popularity of test "
         f"items with >= {config.min_events} events against the smoothed positive rate (ctr) and volume: "
         "Spearman, NDCG@10/@50, precision@10%. `*`: uses post-arrival information (the ceiling).",
         "",
@@ -603,13 +651,13 @@ def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_
             lines += [
                 f"## {dataset} ({split})",
                 "",
-                "| model | AUC | GAUC | Spearman ctr | NDCG@10 ctr | NDCG@50 ctr | P@10% ctr | Spearman vol | NDCG@10 vol | NDCG@50 vol | P@10% vol | train s |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+                "| model | AUC | GAUC | item AUC | Spearman ctr | NDCG@10 ctr | NDCG@50 ctr | P@10% ctr | Spearman vol | NDCG@10 vol | NDCG@50 vol | P@10% vol | train s |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             ]
             for model, e in models.items():
                 star = "*" if e["uses_post_arrival_information"] else ""
                 lines.append(
-                    f"| {model}{star} | {_fmt(e, 'auc', True)} | {_fmt(e, 'gauc')} | {_fmt(e, 'spearman_ctr')} | {_fmt(e, 'ndcg10_ctr')} | "
+                    f"| {model}{star} | {_fmt(e, 'auc', True)} | {_fmt(e, 'gauc')} | {_fmt(e, 'item_auc')} | {_fmt(e, 'spearman_ctr')} | {_fmt(e, 'ndcg10_ctr')} | "
                     f"{_fmt(e, 'ndcg50_ctr')} | {_fmt(e, 'precision10_ctr')} | {_fmt(e, 'spearman_volume')} | "
                     f"{_fmt(e, 'ndcg10_volume')} | {_fmt(e, 'ndcg50_volume')} | {_fmt(e, 'precision10_volume')} | "
                     f"{e['train_seconds_mean']:.1f} |"
@@ -620,6 +668,7 @@ def markdown(results: dict[str, Any], config: BenchConfig, seconds: float, task_
                 f"- atnn vs the best model without post-arrival information ({atnn['best_rival']}): "
                 f"{atnn['margin_over_best_rival']:+.4f} AUC (larger seed std {atnn['larger_std_vs_best_rival']:.4f}); "
                 f"share of the two_tower_profile -> oracle gap closed: {atnn['gap_closed']:.2f}.",
+                _headroom_line(atnn["item_headroom"]),
                 f"- Mean user vector (top {mv['k']} of {mv['users']} users) vs the exact average over all users, "
                 f"{mv['items']} items: Spearman {mv['spearman_vs_exact_mean']:.4f} (min over seeds {mv['spearman_vs_exact_min']:.4f}), "
                 f"{mv['speed_ratio_mean']:.0f}x faster ({mv['seconds_mean_vector'] * 1e3:.3f} ms vs {mv['seconds_exact'] * 1e3:.2f} ms).",

@@ -33,6 +33,13 @@ def grouped_auc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> f
     return float(np.average(values, weights=per["n"]))
 
 
+def item_auc(items: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    """Between-item ROC AUC: every event scored by the mean score of its item's events, so only how
+    the items are ordered against each other counts (not which of an item's users respond)."""
+    frame = pd.DataFrame({"i": np.asarray(items), "s": np.asarray(scores, dtype=float)})
+    return auc(labels, frame.groupby("i")["s"].transform("mean").to_numpy())
+
+
 def spearman(truth: np.ndarray, predicted: np.ndarray) -> float:
     if len(truth) < 2 or np.all(truth == truth[0]) or np.all(predicted == predicted[0]):
         return float("nan")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from atnn import benchmark
 from atnn.model import Interaction
@@ -24,7 +25,7 @@ def test_layout_has_every_model_and_metric(tiny_report):
     models = on_disk["ml-100k"]["random-item"]
     assert set(models) == set(benchmark.MODELS)
     for entry in models.values():
-        for key in ("auc_mean", "auc_std", "gauc_mean", "gauc_std", "spearman_ctr_mean", "ndcg10_ctr_mean", "ndcg50_ctr_mean",
+        for key in ("auc_mean", "auc_std", "gauc_mean", "gauc_std", "item_auc_mean", "spearman_ctr_mean", "ndcg10_ctr_mean", "ndcg50_ctr_mean",
                     "precision10_ctr_mean", "spearman_volume_mean", "ndcg10_volume_mean", "train_seconds_mean"):
             assert key in entry
         assert len(entry["auc_seeds"]) == 2
@@ -51,7 +52,7 @@ def test_layout_has_every_model_and_metric(tiny_report):
     md = out.with_suffix(".md").read_text()
     assert "## ml-100k (random-item)" in md and "| atnn_encoder_oracle* |" in md
     assert "Title sentence embedding (all-MiniLM-L6-v2; the spec does not use it)" in md
-    assert "- Title words (`title`), mean val / test AUC" in md and "| model | AUC | GAUC |" in md
+    assert "- Title words (`title`), mean val / test AUC" in md and "| model | AUC | GAUC | item AUC |" in md
     # The planted signal (gender x genre, Thriller liked by all) is found by the trees from the profile,
     # and the oracle's true statistics add to it.
     assert models["gbdt_profile"]["auc_mean"] > models["random"]["auc_mean"] + 0.03
@@ -99,16 +100,18 @@ def test_segment_labels_join_fields():
 
 
 def test_aggregate_gap_and_best_rival():
-    def seed(values):
-        return {"models": {m: {"auc": v, "gauc": v, "train_seconds": 1.0, "ctr": {"spearman": v}, "volume": {"spearman": v}}
-                           for m, v in values.items()},
+    def seed(values, swapped):
+        models = {m: {"auc": v, "gauc": v, "item_auc": v, "train_seconds": 1.0, "ctr": {"spearman": v}, "volume": {"spearman": v}}
+                  for m, v in values.items()}
+        models["gbdt_profile"]["item_headroom"] = {"item_rate_auc": 0.6, "swapped_auc": swapped}
+        return {"models": models,
                 "extras": {"test_items": 3, "truth_items": 2, "mean_vector": {
                     "k": 1, "users": 2, "items": 2, "spearman_vs_exact": 1.0, "speed_ratio": 10.0, "seconds_mean_vector": 1.0,
                     "seconds_exact": 10.0, "spearman_ctr_exact": 0.5, "by_k": {"all": {"spearman_vs_exact": 1.0, "spearman_ctr": 0.5}}}}}
 
     base = {m: 0.5 for m in benchmark.MODELS}
-    per_seed = {0: seed(base | {"two_tower_profile": 0.6, "atnn_encoder_oracle": 0.8, "atnn": 0.7, "gbdt_profile": 0.65}),
-                1: seed(base | {"two_tower_profile": 0.6, "atnn_encoder_oracle": 0.8, "atnn": 0.72, "gbdt_profile": 0.66})}
+    per_seed = {0: seed(base | {"two_tower_profile": 0.6, "atnn_encoder_oracle": 0.8, "atnn": 0.7, "gbdt_profile": 0.65}, 0.70),
+                1: seed(base | {"two_tower_profile": 0.6, "atnn_encoder_oracle": 0.8, "atnn": 0.72, "gbdt_profile": 0.66}, 0.72)}
     out = benchmark.aggregate(per_seed)
     assert out["atnn"]["auc_mean"] == pytest.approx(0.71)
     assert out["atnn"]["auc_std"] == pytest.approx(np.std([0.7, 0.72], ddof=1))
@@ -116,3 +119,24 @@ def test_aggregate_gap_and_best_rival():
     # The oracle uses post-arrival information and ablations are atnn itself: the rival is gbdt_profile.
     assert out["atnn"]["best_rival"] == "gbdt_profile"
     assert out["atnn"]["margin_over_best_rival"] == pytest.approx(0.71 - 0.655)
+    # The target (rival + larger std) is a share of what swapping in the realized item rates adds to the trees.
+    target = 0.655 + np.std([0.7, 0.72], ddof=1)
+    headroom = out["atnn"]["item_headroom"]
+    assert headroom["target_auc"] == pytest.approx(target) and headroom["swapped_auc_mean"] == pytest.approx(0.71)
+    assert headroom["target_share_of_swap"] == pytest.approx((target - 0.655) / (0.71 - 0.655))
+
+
+def test_item_headroom_swaps_the_item_means_for_the_realized_rates():
+    from types import SimpleNamespace
+
+    items = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    labels = np.array([1, 1, 1, 0, 1, 0, 0, 0], dtype=float)
+    # Each item's users are ordered perfectly, but item 1 is scored above item 0: the reverse of the outcome.
+    scores = np.array([0.3, 0.3, 0.3, 0.2, 0.8, 0.7, 0.7, 0.7])
+    prepared = SimpleNamespace(test=SimpleNamespace(label=labels, item_index=items), warm_rate=0.5)
+    config = benchmark.PROFILES["test"]
+    out = benchmark.item_headroom(prepared, config, scores)
+    rate = np.where(items == 0, (3 + 10 * 0.5) / 14, (1 + 10 * 0.5) / 14)  # smoothed with 10 prior events
+    assert out["item_rate_auc"] == pytest.approx(roc_auc_score(labels, rate))
+    # With the items in the right order the users' order counts on top: above the rates alone.
+    assert out["swapped_auc"] > out["item_rate_auc"] > roc_auc_score(labels, scores)

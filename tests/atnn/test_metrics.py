@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from atnn.metrics import grouped_auc
+from atnn.metrics import grouped_auc, item_auc
 
 
 def test_grouped_auc_is_the_event_weighted_mean_of_per_group_aucs():
@@ -28,3 +28,13 @@ def test_grouped_auc_ignores_between_group_offsets_and_is_nan_without_both_class
     assert grouped_auc(groups, labels, scores) == 1.0
     assert roc_auc_score(labels, scores) < 1.0
     assert np.isnan(grouped_auc(np.zeros(3), np.ones(3), np.arange(3.0)))
+
+
+def test_item_auc_sees_only_the_order_of_items():
+    items = np.array([0, 0, 0, 1, 1, 1])
+    labels = np.array([1, 1, 0, 0, 0, 1])
+    # Within item 0 the negative is scored highest; only the item means (0.5 vs 0.2) count.
+    scores = np.array([0.4, 0.4, 0.7, 0.1, 0.3, 0.2])
+    per_event_mean = np.array([0.5, 0.5, 0.5, 0.2, 0.2, 0.2])
+    assert item_auc(items, labels, scores) == roc_auc_score(labels, per_event_mean)
+    assert item_auc(items, labels, scores[[1, 0, 2, 5, 4, 3]]) == item_auc(items, labels, scores)
