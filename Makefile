@@ -40,8 +40,9 @@ stop:
 	$(VENV)/bin/atnn stop
 
 # Ranking quality (README, "Ranking quality"): every model, ML-100K random-item + ml-latest-small
-# temporal, 5 seeds -> benchmarks/quality.json and .md (<= 45 min on 2 cores; resumes from
-# var/bench-quality/cache). QUICK=1 (or bench-quality-quick): one seed, few epochs, < 5 min, to var/.
+# temporal, 5 seeds -> benchmarks/quality.json and .md (about 17 min on 2 cores, the issue allows 45;
+# resumes from var/bench-quality/cache). QUICK=1 (or bench-quality-quick): one seed, few epochs, under
+# a minute (the issue allows 5), to var/.
 bench-quality: venv
 	$(PY) -m atnn.benchmark $(if $(QUICK),--quick)
 

@@ -57,6 +57,17 @@ class Canonical:
     batch_item_ids: list = field(default_factory=list)
 
 
+def _first_bad_lines(rows: pd.DataFrame, n: int = 5) -> str:
+    """Where the first bad rows of a table are: 'first at /x/events.csv lines 4, 9, 31'."""
+    rows = rows.assign(line=pd.to_numeric(rows["line"], errors="coerce")).sort_values(["source_file", "line"])
+    parts = []
+    for source, group in rows.groupby("source_file", sort=True, dropna=False):
+        lines = group["line"].dropna().astype(int).head(n).tolist()
+        where = f"{source} line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))}" if lines else str(source)
+        parts.append(where + (", ..." if len(group) > len(lines) and lines else ""))
+    return "first at " + "; ".join(parts[:3])
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -413,7 +424,8 @@ def validate(
             text = "; ".join(f"{r}: {n}" for r, n in reasons.head(5).items())
             if len(reasons) > 5:
                 text += f"; {int(reasons.iloc[5:].sum())} more in {len(reasons) - 5} other reasons"
-            refused.append(f"{name}: {bad} of {read} rows ({bad / read:.1%}) failed validation ({text})")
+            refused.append(f"{name}: {bad} of {read} rows ({bad / read:.1%}) failed validation ({text}; "
+                           f"{_first_bad_lines(quarantine[quarantine['table_name'] == name])})")
     if refused:
         raise IngestError(
             "; ".join(refused) + f". Above the allowed share of {max_bad_share:.1%}: nothing was written, not even to quarantine. "

@@ -19,12 +19,38 @@ def _prefect_env(home: Path) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     # The temporary server of an in-process run may start slowly on a loaded 2-core machine (default 20 s).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if "PREFECT_API_URL" not in os.environ:
+        from atnn.service import check_profile
+
+        check_profile(Path(os.environ["PREFECT_HOME"]))
 
 
 def _dataset(value: str) -> str:
     """A spec name stays a name; a spec file's path becomes absolute (flows may run elsewhere)."""
     path = Path(value)
     return str(path.resolve()) if path.suffix in (".yaml", ".yml") else value
+
+
+def _day(value: str) -> str:
+    """--date: a calendar day, checked before any flow starts."""
+    from datetime import date
+
+    try:
+        date.fromisoformat(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a day YYYY-MM-DD ({error})") from None
+    return value
+
+
+def _moment(value: str) -> str:
+    """--as-of: a day or a time (read as the train flow reads it), checked before any flow starts."""
+    import pandas as pd
+
+    try:
+        pd.Timestamp(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{value!r} is not YYYY-MM-DD[THH:MM] ({error})") from None
+    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="ingest, train and rank one day on a real dataset, then show the top 10")
     _common(p)
     p.add_argument("--data-dir", default=None, help="raw datasets directory (default: ATNN_DATA_DIR)")
-    p.add_argument("--date", default=None, help="day to rank, YYYY-MM-DD (default: the busiest arrival day)")
+    p.add_argument("--date", default=None, type=_day, help="day to rank, YYYY-MM-DD (default: the busiest arrival day)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ingest", help="validate raw files into canonical tables; apply and materialize Feast")
@@ -215,12 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train ATNN on what was known before --as-of and export it to ONNX")
     _common(p)
-    p.add_argument("--as-of", default=None, help="training cut-off, YYYY-MM-DD[THH:MM] (default: now)")
+    p.add_argument("--as-of", default=None, type=_moment, help="training cut-off, YYYY-MM-DD[THH:MM] (default: now)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("rank", help="rank one day's new arrivals into DuckDB")
     _common(p)
-    p.add_argument("--date", default=None, help="YYYY-MM-DD (with a folder of drops: whose drop to rank)")
+    p.add_argument("--date", default=None, type=_day, help="YYYY-MM-DD (with a folder of drops: whose drop to rank)")
     p.add_argument("--drop", default=None, help="rank exactly the new items of this ingested drop, on its day")
     p.set_defaults(func=cmd_rank)
 
@@ -314,11 +340,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from atnn.readers import FormatError
     from atnn.registry import NoChampion
     from atnn.scoring import SchemaMismatch
+    from atnn.service import ServiceError
     from atnn.spec import SpecError
     from atnn.warehouse import DatasetMismatch, WarehouseBusy
 
     return (ConfigError, SpecError, FormatError, IngestError, SchemaMismatch, NoChampion, DropNotIngested,
-            DatasetMismatch, WarehouseBusy)
+            DatasetMismatch, WarehouseBusy, ServiceError)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 from atnn.config import PROJECT_ROOT
 
 WORK_POOL = "atnn-local"  # the pool of every deployment in prefect.yaml
+PROFILE = "atnn"  # the Prefect profile `start` writes into PREFECT_HOME/profiles.toml and `stop` removes
 
 
 class ServiceError(RuntimeError):
@@ -143,7 +145,7 @@ def start(service: Service, *, extra_env: dict[str, str] | None = None, deploy: 
         # The `prefect` CLI of anyone using this PREFECT_HOME talks to this server (a profile, as
         # `prefect config set` would write it, without starting one more CLI).
         (service.prefect_home / "profiles.toml").write_text(
-            f'active = "atnn"\n\n[profiles.atnn]\nPREFECT_API_URL = "{service.api_url}"\n'
+            f'active = "{PROFILE}"\n\n[profiles.{PROFILE}]\nPREFECT_API_URL = "{service.api_url}"\n'
             'PREFECT_SERVER_ANALYTICS_ENABLED = "false"\n'
         )
         _run(service, [_prefect(), "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], env,
@@ -211,7 +213,33 @@ def stop(service: Service, timeout_s: float = 10) -> dict[str, bool]:
             time.sleep(0.1)
         service.pid_file(name).unlink(missing_ok=True)
     (service.prefect_home / "service.json").unlink(missing_ok=True)
+    # Without the server, the profile would send every later flow run (atnn demo, rank, ...) to a
+    # closed port; gone, they run in-process again.
+    if service_profile(service.prefect_home) is not None:
+        (service.prefect_home / "profiles.toml").unlink(missing_ok=True)
     return stopped
+
+
+def service_profile(prefect_home: Path) -> str | None:
+    """The API URL of the profile `start` wrote into `prefect_home`, or None if there is none (a
+    profiles.toml of the user's own is not ours and is left alone)."""
+    try:
+        text = (prefect_home / "profiles.toml").read_text()
+    except OSError:
+        return None
+    found = re.search(r'^PREFECT_API_URL = "([^"]*)"$', text, re.MULTILINE)
+    return found.group(1) if text.startswith(f'active = "{PROFILE}"\n') and found else None
+
+
+def check_profile(prefect_home: Path) -> None:
+    """Refuse to run flows against the server of a `make serve` that is no longer up."""
+    url = service_profile(prefect_home)
+    if url is not None and not healthy(url):
+        raise ServiceError(
+            f"{prefect_home / 'profiles.toml'} (written by `make serve`) sends flow runs to the Prefect server at "
+            f"{url}, and nothing answers there: it was stopped without `make stop`, or it died. "
+            "`make serve` starts it again; `make stop` clears the profile so flows run in-process."
+        )
 
 
 def status(service: Service) -> dict[str, object]:

@@ -54,9 +54,12 @@ def train(
     frame = training_rows(settings, spec, when)
     logger.info("%d training rows as of %s", len(frame), when)
     report = fit_and_export(settings, spec, frame, when)
+    epochs = len(report.history)
+    stopped = (f"stopped early after epoch {epochs} of {settings.train.epochs} ({settings.train.patience} without a better "
+               "validation AUC)") if epochs < settings.train.epochs else f"ran all {epochs} epochs"
     logger.info(
-        "model %s: validation AUC generator %.4f, encoder %.4f; ONNX max |diff| %.2e; champion: %s",
-        report.version, report.validation_auc_generator, report.validation_auc_encoder,
+        "model %s: %s, kept epoch %d; validation AUC generator %.4f, encoder %.4f; ONNX max |diff| %.2e; champion: %s",
+        report.version, stopped, report.best_epoch, report.validation_auc_generator, report.validation_auc_encoder,
         report.onnx_max_abs_diff, report.promoted,
     )
     curve = evaluate.learning_curve_chart(

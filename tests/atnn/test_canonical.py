@@ -81,7 +81,7 @@ def test_missing_required_user_field_and_duplicate_item():
 
 def test_too_many_bad_rows_refuses_the_ingest():
     rows = [["1", "1", "5", "881250949"], ["1", "99", "5", "881250950"], ["1", "98", "5", "881250951"]]
-    with pytest.raises(IngestError, match=r"events: 2 of 3 rows .* failed validation"):
+    with pytest.raises(IngestError, match=r"events: 2 of 3 rows .* failed validation .*first at u\.data lines 2, 3\)"):
         validate(_raw(rows), SPEC, max_bad_share=0.5)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from atnn import pipeline, store
 from atnn.config import PROJECT_ROOT, load_settings
-from atnn.service import Service, start, stop
+from atnn.service import Service, service_profile, start, stop
 from atnn.spec import load_spec
 from atnn.warehouse import read_sql
 
@@ -80,6 +80,7 @@ def test_daily_rank_deployment_on_a_real_server(trained_home):
     try:
         pids = start(service, extra_env=extra)
         assert set(pids) == {"server", "worker"}
+        assert service_profile(service.prefect_home) == service.api_url
         flows = {f["id"]: f["name"] for f in post(service.api_url, "flows/filter", {})}
         names = {f"{flows[d['flow_id']]}/{d['name']}" for d in post(service.api_url, "deployments/filter", {})}
         assert {"daily-rank/daily", "materialize/daily", "train/weekly", "backfill/range", "evaluate/daily"} <= names
@@ -115,3 +116,4 @@ def test_daily_rank_deployment_on_a_real_server(trained_home):
     assert stopped == {"worker": True, "server": True}
     assert processes_using(service.prefect_home) == []
     assert not service.pid_file("server").exists() and not service.pid_file("worker").exists()
+    assert service_profile(service.prefect_home) is None  # later CLI runs go in-process again
