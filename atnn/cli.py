@@ -31,26 +31,31 @@ def _dataset(value: str) -> str:
     return str(path.resolve()) if path.suffix in (".yaml", ".yml") else value
 
 
+def _checked(parse, form: str):
+    """An argparse type that refuses a value `parse` cannot read, before any flow starts; keeps the text."""
+
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {form} ({error})") from None
+        return value
+
+    return check
+
+
 def _day(value: str) -> str:
-    """--date: a calendar day, checked before any flow starts."""
+    """--date: a calendar day."""
     from datetime import date
 
-    try:
-        date.fromisoformat(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a day YYYY-MM-DD ({error})") from None
-    return value
+    return _checked(date.fromisoformat, "a day YYYY-MM-DD")(value)
 
 
 def _moment(value: str) -> str:
-    """--as-of: a day or a time (read as the train flow reads it), checked before any flow starts."""
+    """--as-of: a day or a time, read as the train flow reads it (pandas)."""
     import pandas as pd
 
-    try:
-        pd.Timestamp(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{value!r} is not YYYY-MM-DD[THH:MM] ({error})") from None
-    return value
+    return _checked(pd.Timestamp, "YYYY-MM-DD[THH:MM]")(value)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
