@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import logit
 
 from atnn import baselines, protocol
 from atnn.config import PROJECT_ROOT, ModelConfig, TrainConfig, load_settings
@@ -265,7 +266,7 @@ def segment_analysis(prepared: Prepared, config: BenchConfig, model: ATNN, gener
         counts = counts[counts.index.isin(item_pos)]
         if len(counts) < 10:
             continue
-        rate = (counts["sum"] + config.prior_events * prepared.warm_rate) / (counts["count"] + config.prior_events)
+        rate = protocol.smoothed_rate(counts["sum"], counts["count"], prepared.warm_rate, config.prior_events)
         rows = item_pos.get_indexer(counts.index)
         scores = h_scores(model.interaction, generated[rows], vector)
         per_segment[name] = {
@@ -356,13 +357,11 @@ def item_headroom(prepared: Prepared, config: BenchConfig, scores: np.ndarray) -
     """
     test = prepared.test
     per_item = pd.Series(test.label, dtype=float).groupby(test.item_index)
-    rate = ((per_item.transform("sum") + config.prior_events * prepared.warm_rate)
-            / (per_item.transform("size") + config.prior_events)).to_numpy()
-    realized = np.log(rate / (1 - rate))
-    clipped = np.clip(np.asarray(scores, dtype=float), 1e-7, 1 - 1e-7)
-    logit = np.log(clipped / (1 - clipped))
-    item_mean = pd.Series(logit).groupby(test.item_index).transform("mean").to_numpy()
-    return {"item_rate_auc": auc(test.label, realized), "swapped_auc": auc(test.label, logit - item_mean + realized)}
+    realized = logit(protocol.smoothed_rate(per_item.transform("sum"), per_item.transform("size"), prepared.warm_rate,
+                                            config.prior_events).to_numpy())
+    logits = logit(np.clip(np.asarray(scores, dtype=float), 1e-7, 1 - 1e-7))
+    item_mean = pd.Series(logits).groupby(test.item_index).transform("mean").to_numpy()
+    return {"item_rate_auc": auc(test.label, realized), "swapped_auc": auc(test.label, logits - item_mean + realized)}
 
 
 def run_prior(prepared: Prepared) -> dict[str, Any]:

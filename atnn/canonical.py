@@ -61,7 +61,7 @@ def _first_bad_lines(rows: pd.DataFrame, n: int = 5) -> str:
     """Where the first bad rows of a table are: 'first at /x/events.csv lines 4, 9, 31'."""
     rows = rows.assign(line=pd.to_numeric(rows["line"], errors="coerce")).sort_values(["source_file", "line"])
     parts = []
-    for source, group in rows.groupby("source_file", sort=True, dropna=False):
+    for source, group in rows.groupby("source_file", dropna=False):
         lines = group["line"].dropna().astype(int).head(n).tolist()
         where = f"{source} line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))}" if lines else str(source)
         parts.append(where + (", ..." if len(group) > len(lines) and lines else ""))

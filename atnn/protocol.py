@@ -99,6 +99,11 @@ def make_split(name: str, items: pd.DataFrame, seed: int) -> Split:
     raise ValueError(f"unknown split {name!r}; use 'random-item' or 'temporal'")
 
 
+def smoothed_rate(positives, events, warm_rate: float, prior_events: float):
+    """Positive rate smoothed toward `warm_rate` with `prior_events` pseudo-events (the protocol's truth)."""
+    return (positives + prior_events * warm_rate) / (events + prior_events)
+
+
 def item_stats(tables: Tables, spec: DatasetSpec, prior_events: float, cutoff: pd.Timestamp | None = None) -> pd.DataFrame:
     """First-window statistics per item, from events before `cutoff` only (when given)."""
     con = duckdb.connect()
@@ -148,5 +153,5 @@ def popularity_truth(
         events = events[events["ts"] >= after]
     grouped = events.groupby("item_id")["label"].agg(["count", "sum"]).reset_index()
     grouped = grouped[grouped["count"] >= min_events]
-    grouped["ctr"] = (grouped["sum"] + prior_events * warm_rate) / (grouped["count"] + prior_events)
+    grouped["ctr"] = smoothed_rate(grouped["sum"], grouped["count"], warm_rate, prior_events)
     return grouped.rename(columns={"count": "volume", "sum": "positives"})[["item_id", "volume", "positives", "ctr"]]

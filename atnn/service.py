@@ -144,10 +144,7 @@ def start(service: Service, *, extra_env: dict[str, str] | None = None, deploy: 
     try:
         # The `prefect` CLI of anyone using this PREFECT_HOME talks to this server (a profile, as
         # `prefect config set` would write it, without starting one more CLI).
-        (service.prefect_home / "profiles.toml").write_text(
-            f'active = "{PROFILE}"\n\n[profiles.{PROFILE}]\nPREFECT_API_URL = "{service.api_url}"\n'
-            'PREFECT_SERVER_ANALYTICS_ENABLED = "false"\n'
-        )
+        (service.prefect_home / "profiles.toml").write_text(profile_text(service.api_url))
         _run(service, [_prefect(), "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], env,
              f"creating work pool {WORK_POOL}")
         if deploy:
@@ -218,6 +215,12 @@ def stop(service: Service, timeout_s: float = 10) -> dict[str, bool]:
     if service_profile(service.prefect_home) is not None:
         (service.prefect_home / "profiles.toml").unlink(missing_ok=True)
     return stopped
+
+
+def profile_text(api_url: str) -> str:
+    """The profiles.toml `start` writes: the `prefect` CLI and every flow run use the server at `api_url`."""
+    return (f'active = "{PROFILE}"\n\n[profiles.{PROFILE}]\nPREFECT_API_URL = "{api_url}"\n'
+            'PREFECT_SERVER_ANALYTICS_ENABLED = "false"\n')
 
 
 def service_profile(prefect_home: Path) -> str | None:

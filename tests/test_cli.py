@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from atnn.service import PROFILE, Service, check_profile, service_profile, stop
+from atnn.service import Service, check_profile, profile_text, service_profile, stop
 
 
 def closed_port() -> int:
@@ -21,9 +21,7 @@ def closed_port() -> int:
 
 def write_service_profile(prefect_home: Path, port: int) -> None:
     prefect_home.mkdir(parents=True, exist_ok=True)
-    (prefect_home / "profiles.toml").write_text(
-        f'active = "{PROFILE}"\n\n[profiles.{PROFILE}]\nPREFECT_API_URL = "http://127.0.0.1:{port}/api"\n'
-    )
+    (prefect_home / "profiles.toml").write_text(profile_text(f"http://127.0.0.1:{port}/api"))
 
 
 def atnn(*args: str, prefect_home: Path) -> subprocess.CompletedProcess:
